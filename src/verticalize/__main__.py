@@ -1,0 +1,3 @@
+from verticalize.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""The Python API: the same verbs as the CLI, each returning what the stage wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from verticalize.config import Config, default_config_text, load_config
+from verticalize.errors import ConfigError
+from verticalize.runfolder import RunFolder, StageResult
+
+
+def load(config: str | Path | Config, overrides: list[str] | None = None) -> Config:
+    """A validated Config from a YAML path (or the Config itself)."""
+    return config if isinstance(config, Config) else load_config(config, overrides)
+
+
+def init(directory: str | Path, name: str | None = None, force: bool = False) -> Path:
+    """Write a commented verticalize.yaml into `directory`; returns its path."""
+    folder = Path(directory)
+    target = folder / "verticalize.yaml"
+    if target.exists() and not force:
+        raise ConfigError(f"{target}: already exists. Fix: pick another folder, or pass --force.")
+    folder.mkdir(parents=True, exist_ok=True)
+    target.write_text(default_config_text(name or folder.resolve().name), encoding="utf-8")
+    return target
+
+
+def _stage(module, config, run_dir, overrides, force) -> StageResult:
+    cfg = load(config, overrides)
+    return module.run(cfg, RunFolder(cfg, run_dir), force=force)
+
+
+def data(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
+    """Ingest, clean, deduplicate and split; writes run/data/."""
+    from verticalize.data import stage
+
+    return _stage(stage, config, run_dir, overrides, force)
+
+
+def train(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
+    """Fine-tune the base model on run/data/; writes run/train/ and run/model/."""
+    from verticalize.train import stage
+
+    return _stage(stage, config, run_dir, overrides, force)
+
+
+def evaluate(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
+    """Score run/model/ and the baselines on the test split; writes run/eval/."""
+    from verticalize.evaluate import stage
+
+    return _stage(stage, config, run_dir, overrides, force)
+
+
+def run(config, run_dir=None, overrides=None, force: bool = False) -> list[StageResult]:
+    """The whole pipeline; a stage whose inputs did not change is skipped, training resumes."""
+    cfg = load(config, overrides)
+    return [verb(cfg, run_dir, force=force) for verb in (data, train, evaluate)]

@@ -1,0 +1,390 @@
+"""One pydantic schema for verticalize.yaml; sections are the pipeline's stages.
+
+`load_config` turns every problem (unknown key, wrong type, missing file, a label outside
+the label set) into one `ConfigError` naming the file, line, field, bad value and fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from verticalize.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Strict base: unknown keys are errors, never silently ignored (P1)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Source(Section):
+    path: str = Field(
+        description="File relative to the YAML, or pkg:<module>/<file>[#<zip member>] for data "
+        "shipped inside an installed package."
+    )
+    format: Literal["jsonl", "csv", "tsv", "lines"] | None = Field(
+        None, description="Inferred from the suffix when omitted; 'lines' = one text per line."
+    )
+    text: str = Field("text", description="Field holding the text.")
+    label: str = Field("label", description="Field holding the label.")
+    label_value: str | None = Field(
+        None, description="Fixed label for every record of this source."
+    )
+    sample: int | None = Field(None, gt=0, description="Keep a seeded random sample of N records.")
+    encoding: str = "utf-8"
+
+
+class CleanConfig(Section):
+    html: bool = True
+    nfkc: bool = True
+    lowercase: bool = False
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, gt=0)
+
+
+class DedupConfig(Section):
+    exact: bool = True
+
+
+class SplitConfig(Section):
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.2, gt=0.0, lt=1.0)
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitConfig:
+        if self.validation + self.test >= 0.9:
+            raise ValueError(
+                f"validation + test = {self.validation + self.test:.2f} leaves under 10% for "
+                "training; lower them (e.g. validation: 0.1, test: 0.2)"
+            )
+        return self
+
+
+class DataConfig(Section):
+    sources: list[Source] = Field(min_length=1)
+    labels: list[str] | None = Field(None, description="The label set; inferred when omitted.")
+    label_bins: dict[str, tuple[float, float]] | None = Field(
+        None, description="Map a numeric label field to classes: {class: [low, high]} inclusive."
+    )
+    clean: CleanConfig = CleanConfig()
+    dedup: DedupConfig = DedupConfig()
+    split: SplitConfig = SplitConfig()
+    on_bad_record: Literal["quarantine", "error"] = "quarantine"
+
+
+class FreezeConfig(Section):
+    layers: int = Field(0, ge=0, description="Freeze the first N encoder layers.")
+    embeddings: bool = True
+    head_only: bool = Field(False, description="Train only the classification head.")
+
+
+class LoraConfig(Section):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(
+        None, description="None = PEFT's default for the model."
+    )
+
+
+class ModelConfig(Section):
+    base: str = Field(
+        "all-MiniLM-L6-v2",
+        description="A bundled model name, a Hugging Face model folder, or a hub id (offline: cached).",
+    )
+    method: Literal["full", "freeze", "lora"] = "full"
+    max_length: int = Field(128, gt=0, le=8192)
+    freeze: FreezeConfig = FreezeConfig()
+    lora: LoraConfig = LoraConfig()
+
+
+class EarlyStopping(Section):
+    metric: str = "macro_f1"
+    patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0, description="Decoupled L2 weight decay (AdamW).")
+    l1: float = Field(0.0, ge=0, description="L1 penalty on trainable weights.")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    schedule: Literal["cosine", "linear", "step", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    step_size: int = Field(
+        100, ge=1, description="step schedule: multiply LR by gamma every N steps"
+    )
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    eval_every: int | None = Field(None, ge=1, description="Optimizer steps; None = each epoch.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Steps; None = at each eval.")
+    keep_checkpoints: int = Field(2, ge=1)
+    early_stopping: EarlyStopping = EarlyStopping()
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    tensorboard: bool = True
+
+
+class Target(Section):
+    metric: str
+    target: float
+    direction: Literal["max", "min"] | None = Field(
+        None, description="max = higher is better; default: min for latency/loss, else max."
+    )
+
+
+class EvalConfig(Section):
+    targets: list[Target] = []
+    baselines: list[Literal["tfidf_lr"]] = ["tfidf_lr"]
+    tfidf_analyzer: Literal["auto", "word", "char"] = "auto"
+    batch_size: int = Field(64, ge=1)
+
+
+class Config(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    domain: str = "general"
+    task: Literal["classification"] = "classification"
+    seed: int = 42
+    run_dir: str | None = Field(None, description="Default: runs/<name> under the current folder.")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    # where the YAML lives; relative source paths are resolved against it
+    source_file: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _labels_are_consistent(self) -> Config:
+        labels = self.data.labels
+        if self.data.label_bins and labels:
+            for cls_name in self.data.label_bins:
+                if cls_name not in labels:
+                    raise _LabelError(("data", "label_bins", cls_name), cls_name, labels)
+        for i, t in enumerate(self.eval.targets):
+            check_metric_name(t.metric, labels, ("eval", "targets", i, "metric"))
+        check_metric_name(
+            self.train.early_stopping.metric, labels, ("train", "early_stopping", "metric")
+        )
+        return self
+
+
+AGGREGATE_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "micro_f1",
+    "macro_precision",
+    "macro_recall",
+    "weighted_precision",
+    "weighted_recall",
+)
+LATENCY_METRICS = ("latency_ms_per_example",)
+
+
+class _LabelError(ValueError):
+    def __init__(self, loc: tuple, value: str, labels: list[str]):
+        self.loc, self.value, self.labels = loc, value, labels
+        super().__init__(f"label {value!r} is not in the label set {labels}")
+
+
+class _MetricError(ValueError):
+    def __init__(self, loc: tuple, value: str, known: list[str]):
+        self.loc, self.value, self.known = loc, value, known
+        super().__init__(f"unknown metric {value!r}")
+
+
+def check_metric_name(name: str, labels: list[str] | None, loc: tuple) -> None:
+    """Metric names are aggregate names or per-class `f1:<label>` / `precision:<label>` …"""
+    if name in AGGREGATE_METRICS or name in LATENCY_METRICS:
+        return
+    kind, _, label = name.partition(":")
+    if kind in ("f1", "precision", "recall") and label:
+        if labels is not None and label not in labels:
+            raise _LabelError(loc, label, labels)
+        return
+    raise _MetricError(loc, name, list(AGGREGATE_METRICS + LATENCY_METRICS) + ["f1:<label>"])
+
+
+def default_config_text(name: str = "my-domain-model") -> str:
+    """The commented YAML `verticalize init` writes."""
+    from importlib.resources import files
+
+    text = (files("verticalize") / "templates" / "verticalize.yaml").read_text(encoding="utf-8")
+    return text.replace("{{name}}", name)
+
+
+# ---------------------------------------------------------------- loading + error messages
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Map every key / list-item path in the YAML to its 1-based line number."""
+    index: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, path: tuple) -> None:
+        index.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                p = path + (key.value,)
+                index[p] = key.start_mark.line + 1
+                walk(value, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_for(index: dict[tuple, int], loc: tuple) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in index:
+            return index[loc[:n]]
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        inner = getattr(ann, "__args__", (ann,))
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return [k for k in model.model_fields if k != "source_file"]
+
+
+def _fix_for(err: dict, loc: tuple) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean '{near[0]}'? " if near else ""
+        return f"{hint}remove or rename it; allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"add '{loc[-1]}:' to this section (see `verticalize init` for an example)"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "give a whole number, e.g. 3"
+    if kind in ("float_parsing", "float_type"):
+        return "give a number, e.g. 0.1 or 5e-5"
+    if kind in ("bool_parsing", "bool_type"):
+        return "give true or false"
+    if kind in ("string_type",):
+        return "give a text value"
+    if kind in ("list_type",):
+        return "give a YAML list (lines starting with '- ')"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "give a YAML mapping (indented 'key: value' lines)"
+    if kind == "literal_error":
+        return "use one of the values listed above"
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits, '-', '_' or '.' (it becomes a folder name)"
+    return "correct the value (see `verticalize init` for a commented example)"
+
+
+def _format_validation_error(exc: ValidationError, file: str, index: dict) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, _LabelError):
+            loc, value = ctx_err.loc, ctx_err.value
+            msg = f"label {value!r} is not in the label set {ctx_err.labels}"
+            fix = "use one of those labels, or add it to data.labels"
+        elif isinstance(ctx_err, _MetricError):
+            loc, value = ctx_err.loc, ctx_err.value
+            msg = f"unknown metric {value!r}"
+            fix = f"use one of: {', '.join(ctx_err.known)}"
+        else:
+            value = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'"
+            fix = _fix_for(err, loc)
+        line = _line_for(index, loc)
+        where = f"{file}:{line}" if line else file
+        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {value!r})"
+        lines.append(f"{where}: {_dotted(loc)}: {msg}{shown}. Fix: {fix}.")
+    return "\n".join(lines)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to the raw config mapping."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=1")
+        node: Any = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"--set {item!r}: '{part}' does not name a section or list index")
+        last = parts[-1]
+        parsed = yaml.safe_load(value)
+        if isinstance(node, list) and last.isdigit():
+            node[int(last)] = parsed
+        else:
+            node[last] = parsed
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, validate and cross-check verticalize.yaml. Raises ConfigError with file:line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: config file not found. Fix: pass the path to a verticalize.yaml, "
+            f"or create one with `verticalize init {path.parent}`."
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(
+            f"{where}: not valid YAML ({problem}). Fix: check indentation and quoting there."
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}:1: expected a mapping with sections data, model, train, eval.")
+    raw = apply_overrides(raw, overrides or [])
+    index = _line_index(text)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, str(path), index)) from None
+    cfg.source_file = path.resolve()
+    from verticalize.data.sources import check_sources_exist
+
+    check_sources_exist(cfg, lambda loc: f"{path}:{_line_for(index, loc) or 1}")
+    return cfg

@@ -1,0 +1,1 @@
+"""Data stage: ingest → clean → deduplicate → split, each step accounted for."""

@@ -1,0 +1,39 @@
+"""Errors a user can act on. The CLI prints them without a traceback and exits non-zero."""
+
+from __future__ import annotations
+
+
+class VerticalizeError(Exception):
+    """Base class: the message names the file / line / field, the bad value and the fix."""
+
+    exit_code = 1
+
+
+class ConfigError(VerticalizeError):
+    """verticalize.yaml is malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class DataError(VerticalizeError):
+    """An input file cannot be read, or no usable records remain."""
+
+    exit_code = 3
+
+
+class ModelError(VerticalizeError):
+    """A base model cannot be found or loaded."""
+
+    exit_code = 4
+
+
+class TrainingError(VerticalizeError):
+    """Training cannot start or continue (e.g. a corrupt checkpoint)."""
+
+    exit_code = 5
+
+
+class StageOrderError(VerticalizeError):
+    """A stage was asked to run before the stage whose files it reads."""
+
+    exit_code = 6

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, baselines on the same splits, and the JSON + HTML report."""

@@ -1,0 +1,176 @@
+"""Eval stage entry point: score model/ and the baselines on the test split; write the report."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from verticalize import __version__
+from verticalize.config import Config, Target
+from verticalize.console import console
+from verticalize.evaluate.baselines import tfidf_lr
+from verticalize.evaluate.metrics import classification_metrics, metric_value
+from verticalize.evaluate.report import write_report
+from verticalize.runfolder import (
+    RunFolder,
+    StageResult,
+    file_sha256,
+    fingerprint,
+    read_jsonl,
+    write_jsonl,
+)
+from verticalize.tasks.classification import EncodedRecords, predict_proba
+
+SUMMARY = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
+
+
+def check_targets(targets: list[Target], metrics: dict) -> list[dict]:
+    out = []
+    for t in targets:
+        direction = t.direction or ("min" if t.metric.endswith(("_ms", "_s", "loss")) else "max")
+        achieved = metric_value(metrics, t.metric)
+        met = achieved is not None and (
+            achieved >= t.target if direction == "max" else achieved <= t.target
+        )
+        out.append(
+            {
+                "metric": t.metric,
+                "target": t.target,
+                "direction": direction,
+                "achieved": achieved,
+                "met": bool(met),
+            }
+        )
+    return out
+
+
+def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
+    """One honest sentence per baseline: better or not, by how much, on which metric."""
+    parts = []
+    for name, b in baselines.items():
+        delta = model_m[key] - b["metrics"][key]
+        word = "better than" if delta > 0 else ("equal to" if delta == 0 else "NOT better than")
+        parts.append(
+            f"The fine-tuned model ({key} {model_m[key]:.4f}) is {word} the {name} "
+            f"baseline ({b['metrics'][key]:.4f}), Δ {delta:+.4f} on the test split."
+        )
+    return " ".join(parts) or "No baseline was configured."
+
+
+def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
+    data_m = folder.require("data", "eval")
+    train_m = folder.require("train", "eval")
+    data_dir = folder.stage_dir("data")
+    fp = fingerprint(
+        cfg.eval.model_dump(mode="json"),
+        train_m["fingerprint"],
+        file_sha256(data_dir / "test.jsonl"),
+        cfg.name,
+        cfg.domain,
+    )
+    if not force and folder.is_current("eval", fp):
+        return StageResult("eval", skipped=True, manifest=folder.read_manifest("eval"))
+    started = time.perf_counter()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    labels = data_m["labels"]
+    test = read_jsonl(data_dir / "test.jsonl")
+    fit_on = read_jsonl(data_dir / "train.jsonl") + read_jsonl(data_dir / "validation.jsonl")
+    model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    test_set = EncodedRecords(
+        test, tokenizer, {lab: i for i, lab in enumerate(labels)}, cfg.model.max_length
+    )
+    tick = time.perf_counter()
+    with torch.inference_mode():
+        probs = predict_proba(model, test_set, tokenizer.pad_token_id, cfg.eval.batch_size)
+    infer_s = time.perf_counter() - tick
+    preds = [labels[i] for i in probs.argmax(axis=1)]
+    gold = [r["label"] for r in test]
+    metrics = classification_metrics(gold, preds, labels)
+    metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
+
+    baselines = {}
+    if "tfidf_lr" in cfg.eval.baselines:
+        console.print("eval: fitting the TF-IDF + logistic-regression baseline")
+        b = tfidf_lr(fit_on, test, labels, cfg.eval.tfidf_analyzer)
+        b_preds = b.pop("predictions")
+        baselines["tfidf_lr"] = b
+    else:
+        b_preds = None
+    out_dir = folder.stage_dir("eval")
+    write_jsonl(
+        out_dir / "predictions.jsonl",
+        (
+            {
+                "id": r["id"],
+                "gold": r["label"],
+                "pred": p,
+                "confidence": float(probs[i].max()),
+                **({"tfidf_lr": b_preds[i]} if b_preds else {}),
+            }
+            for i, (r, p) in enumerate(zip(test, preds, strict=True))
+        ),
+    )
+    eval_s = time.perf_counter() - started
+    timing = {
+        "data_s": data_m.get("seconds"),
+        "train_s": train_m.get("train_seconds"),
+        "eval_s": round(eval_s, 2),
+        "inference_s": round(infer_s, 3),
+    }
+    timing["total_s"] = round(sum(v for v in (timing["data_s"], timing["train_s"], eval_s) if v), 2)
+    report = {
+        "task": cfg.task,
+        "name": cfg.name,
+        "domain": cfg.domain,
+        "model": {"path": str(folder.model_dir), "metrics": metrics},
+        "baselines": baselines,
+        "targets": check_targets(cfg.eval.targets, metrics),
+        "verdict": verdict(metrics, baselines),
+        "summary_metrics": SUMMARY,
+        "test_size": len(test),
+        "train": {
+            k: train_m.get(k)
+            for k in (
+                "base_model",
+                "method",
+                "parameters",
+                "trainable_parameters",
+                "steps",
+                "epochs_run",
+                "best_metric",
+                "best_step",
+                "stopped_early",
+                "resumed_from",
+            )
+        },
+        "data": {
+            k: data_m.get(k)
+            for k in ("in", "out", "dropped", "splits", "label_counts", "sources", "quarantined")
+        },
+        "timing": timing,
+        "verticalize_version": __version__,
+    }
+    history_path = folder.stage_dir("train") / "metrics.jsonl"
+    history = read_jsonl(history_path) if history_path.is_file() else []
+    json_path, html_path = write_report(report, history, out_dir)
+    manifest = folder.write_manifest(
+        "eval",
+        {
+            "in": len(test),
+            "out": len(preds),
+            "dropped": {},
+            "fingerprint": fp,
+            "complete": True,
+            "seconds": round(eval_s, 2),
+        },
+    )
+    console.print(f"eval: {report['verdict']}")
+    return StageResult(
+        "eval",
+        skipped=False,
+        manifest=manifest,
+        outputs={"report_json": str(json_path), "report_html": str(html_path)},
+    )

@@ -1,0 +1,1 @@
+"""Tasks: how records become model inputs, and how outputs become predictions."""

@@ -1,0 +1,1 @@
+"""Training: the explicit Accelerate loop, schedules, checkpoints and metric logs."""

@@ -1,0 +1,91 @@
+"""Checkpoints (T4): trainable weights, optimizer, schedule, RNG and loop state, written
+atomically so a killed run resumes from the last complete one and ends the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from verticalize.errors import TrainingError
+
+STATE_FILE = "trainer_state.json"
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: small for LoRA/freeze, everything for full tuning."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    missing = set(tensors) - set(model.state_dict())
+    if missing:
+        raise TrainingError(
+            f"{where}: checkpoint has weights the model lacks ({sorted(missing)[:3]} …). Fix: "
+            "the model section changed since it was written; delete the train/ folder to start over."
+        )
+    model.load_state_dict(tensors, strict=False)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(trainable_state(model), str(tmp))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int
+) -> Path:
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    rng = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a temp folder from a killed write is ignored)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    try:
+        load_trainable(model, load_file(str(path / "weights.safetensors")), path)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+        rng = torch.load(path / "rng.pt", weights_only=False)
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise TrainingError(
+            f"{path}: cannot resume from this checkpoint ({e}). Fix: delete it to resume from "
+            "the one before, or delete the train/ folder to start over."
+        ) from None
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    return state

@@ -1,0 +1,243 @@
+"""The classification training recipe: one explicit loop on Accelerate (T1–T4).
+
+setup → for each epoch, for each optimizer step: accumulate micro-batches, clip, step,
+schedule → evaluate, early-stop, checkpoint → restore the best weights.
+The data order of epoch e is a permutation seeded by (seed, e), so a resumed run sees the
+same batches as an uninterrupted one; RNG states travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from verticalize.config import Config
+from verticalize.console import progress_bar
+from verticalize.evaluate.metrics import classification_metrics, metric_value
+from verticalize.tasks.classification import EncodedRecords, make_collate, predict_proba
+from verticalize.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_trainable,
+    save_checkpoint,
+    save_weights,
+)
+from verticalize.train.schedules import build_scheduler
+from verticalize.train.trackers import MetricsLog
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    epochs_run: int
+    best_metric: float | None
+    best_step: int | None
+    stopped_early: bool
+    resumed_from: str | None
+    train_seconds: float
+
+
+def _optimizer(model, cfg) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()[rank::world]
+
+
+def _improved(value: float, best: float | None, metric: str) -> bool:
+    lower_is_better = metric.endswith(("loss", "_ms", "_s"))
+    if best is None:
+        return True
+    return value < best if lower_is_better else value > best
+
+
+def train_classifier(
+    cfg: Config,
+    model,
+    tokenizer,
+    train_set: EncodedRecords,
+    val_set: EncodedRecords,
+    val_labels: list[str],
+    labels: list[str],
+    out_dir: Path,
+) -> TrainOutcome:
+    """Train `model` in place; on return it holds the best weights seen on validation."""
+    t = cfg.train
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+    rank, world = accelerator.process_index, accelerator.num_processes
+    per_step = t.batch_size * t.grad_accum_steps
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / per_step)
+    total_steps = steps_per_epoch * t.epochs
+    eval_every = t.eval_every or steps_per_epoch
+    ckpt_every = t.checkpoint_every or eval_every
+    metric = t.early_stopping.metric
+
+    optimizer = _optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    collate = make_collate(tokenizer.pad_token_id)
+    ckpt_root = out_dir / "checkpoints"
+
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "step_in_epoch": 0,
+        "best": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "stopped_early": False,
+    }
+    resumed_from = None
+    if checkpoints := list_checkpoints(ckpt_root):
+        resumed_from = str(checkpoints[-1])
+        state = load_checkpoint(
+            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
+        )
+    log = MetricsLog(
+        out_dir,
+        t.tensorboard and accelerator.is_main_process,
+        state["step"] if resumed_from else None,
+    )
+    process = psutil.Process()
+    started = time.perf_counter()
+
+    def evaluate_and_checkpoint(epoch: int) -> None:
+        probs = predict_proba(
+            accelerator.unwrap_model(model), val_set, tokenizer.pad_token_id, t.eval_batch_size
+        )
+        preds = [labels[i] for i in probs.argmax(axis=1)]
+        m = classification_metrics(val_labels, preds, labels)
+        gold = torch.tensor([labels.index(y) for y in val_labels])
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12), gold))
+        m["loss"] = val_loss
+        value = metric_value(m, metric)
+        row = {"event": "eval", "epoch": epoch, "step": state["step"], "val_loss": val_loss}
+        row |= {f"val_{k}": v for k, v in m.items() if isinstance(v, float)}
+        log.log(row)
+        if _improved(value, state["best"], metric):
+            state.update(best=value, best_step=state["step"], bad_evals=0)
+            if accelerator.is_main_process:
+                save_weights(
+                    accelerator.unwrap_model(model), out_dir / "best" / "weights.safetensors"
+                )
+        else:
+            state["bad_evals"] += 1
+            state["stopped_early"] = state["bad_evals"] >= t.early_stopping.patience
+        model.train()
+
+    with progress_bar() as bar:
+        task = bar.add_task("train", total=total_steps, completed=state["step"], info="")
+        model.train()
+        for epoch in range(state["epoch"], t.epochs):
+            if state["stopped_early"]:
+                break
+            order = _epoch_order(len(train_set), cfg.seed, epoch, rank, world)
+            steps = [order[i : i + per_step] for i in range(0, len(order), per_step)]
+            for step_idx in range(state["step_in_epoch"], len(steps)):
+                tick = time.perf_counter()
+                group = steps[step_idx]
+                micro = [group[i : i + t.batch_size] for i in range(0, len(group), t.batch_size)]
+                total_loss = 0.0
+                for j, idx in enumerate(micro):
+                    batch = {
+                        k: v.to(accelerator.device)
+                        for k, v in collate([train_set[i] for i in idx]).items()
+                    }
+                    sync = j == len(micro) - 1
+                    with (
+                        nullcontext() if sync else accelerator.no_sync(model),
+                        accelerator.autocast(),
+                    ):
+                        logits = model(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                        ).logits
+                        loss = F.cross_entropy(
+                            logits.float(), batch["labels"], label_smoothing=t.label_smoothing
+                        )
+                        if t.l1 > 0:
+                            loss = loss + t.l1 * sum(
+                                p.abs().sum()
+                                for n, p in model.named_parameters()
+                                if p.requires_grad and p.dim() > 1
+                            )
+                        accelerator.backward(loss * len(idx) / len(group))
+                    total_loss += loss.item() * len(idx) / len(group)
+                if t.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["step_in_epoch"] = step_idx + 1
+                elapsed = time.perf_counter() - tick
+                log.log(
+                    {
+                        "event": "train",
+                        "epoch": epoch,
+                        "step": state["step"],
+                        "loss": total_loss,
+                        "lr": lr,
+                        "examples_per_s": len(group) / max(elapsed, 1e-9),
+                        "rss_mb": process.memory_info().rss / 2**20,
+                    }
+                )
+                bar.update(
+                    task, advance=1, info=f"epoch {epoch + 1}/{t.epochs} loss {total_loss:.4f}"
+                )
+                last_of_epoch = step_idx == len(steps) - 1
+                if state["step"] % eval_every == 0 or last_of_epoch:
+                    evaluate_and_checkpoint(epoch)
+                if last_of_epoch:
+                    state.update(epoch=epoch + 1, step_in_epoch=0)
+                if (
+                    state["step"] % ckpt_every == 0 or last_of_epoch
+                ) and accelerator.is_main_process:
+                    save_checkpoint(
+                        ckpt_root,
+                        state["step"],
+                        accelerator.unwrap_model(model),
+                        optimizer,
+                        scheduler,
+                        state,
+                        t.keep_checkpoints,
+                    )
+                if state["stopped_early"]:
+                    break
+    log.close()
+    best = out_dir / "best" / "weights.safetensors"
+    unwrapped = accelerator.unwrap_model(model)
+    if best.is_file():
+        from safetensors.torch import load_file
+
+        load_trainable(unwrapped, load_file(str(best)), best)
+    accelerator.free_memory()
+    return TrainOutcome(
+        steps=state["step"],
+        epochs_run=state["epoch"],
+        best_metric=state["best"],
+        best_step=state["best_step"],
+        stopped_early=state["stopped_early"],
+        resumed_from=resumed_from,
+        train_seconds=time.perf_counter() - started,
+    )

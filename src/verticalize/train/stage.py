@@ -1,0 +1,102 @@
+"""Train stage entry point: data splits in, checkpoints + logs in train/, model in model/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from accelerate.utils import set_seed
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.models.adapt import adapt, count_parameters, merged
+from verticalize.models.load import load_sequence_classifier
+from verticalize.runfolder import RunFolder, StageResult, fingerprint, read_jsonl, write_json_atomic
+from verticalize.tasks.classification import EncodedRecords
+from verticalize.train.loop import train_classifier
+
+STATE = "run_state.json"
+
+
+def train_fingerprint(cfg: Config, data_manifest: dict) -> str:
+    return fingerprint(
+        cfg.model.model_dump(mode="json"),
+        cfg.train.model_dump(mode="json", exclude={"tensorboard"}),
+        cfg.seed,
+        data_manifest["fingerprint"],
+    )
+
+
+def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
+    data_manifest = folder.require("data", "train")
+    fp = train_fingerprint(cfg, data_manifest)
+    if not force and folder.is_current("train", fp):
+        return StageResult("train", skipped=True, manifest=folder.read_manifest("train"))
+    out_dir = folder.stage_dir("train")
+    state_file = out_dir / STATE
+    previous = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if force or previous.get("fingerprint") != fp:  # config or data changed: start over
+        shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state_file, {"fingerprint": fp})
+    (folder.model_dir).mkdir(parents=True, exist_ok=True)
+
+    set_seed(cfg.seed)  # before the head is initialised
+    labels = data_manifest["labels"]
+    data_dir = folder.stage_dir("data")
+    train_records = read_jsonl(data_dir / "train.jsonl")
+    val_records = read_jsonl(data_dir / "validation.jsonl") or train_records
+    model, tokenizer = load_sequence_classifier(cfg.model.base, labels)
+    model = adapt(model, cfg.model)
+    total, trainable = count_parameters(model)
+    console.print(
+        f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
+        f"trainable, {len(train_records)} training records"
+    )
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    train_set = EncodedRecords(train_records, tokenizer, label2id, cfg.model.max_length)
+    val_set = EncodedRecords(val_records, tokenizer, label2id, cfg.model.max_length)
+    outcome = train_classifier(
+        cfg,
+        model,
+        tokenizer,
+        train_set,
+        val_set,
+        [r["label"] for r in val_records],
+        labels,
+        out_dir,
+    )
+    if outcome.resumed_from:
+        console.print(f"train: resumed from {outcome.resumed_from}")
+
+    final = merged(model)
+    shutil.rmtree(folder.model_dir, ignore_errors=True)
+    final.save_pretrained(folder.model_dir)
+    tokenizer.save_pretrained(folder.model_dir)
+    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
+    manifest = folder.write_manifest(
+        "train",
+        {
+            "in": len(train_records),
+            "out": len(train_records),
+            "dropped": {},
+            "truncated_to_max_length": truncated,
+            "base_model": cfg.model.base,
+            "method": cfg.model.method,
+            "parameters": total,
+            "trainable_parameters": trainable,
+            "steps": outcome.steps,
+            "epochs_run": outcome.epochs_run,
+            "best_metric": {cfg.train.early_stopping.metric: outcome.best_metric},
+            "best_step": outcome.best_step,
+            "stopped_early": outcome.stopped_early,
+            "resumed_from": outcome.resumed_from,
+            "train_seconds": round(outcome.train_seconds, 2),
+            "model_dir": str(folder.model_dir),
+            "fingerprint": fp,
+            "complete": True,
+        },
+    )
+    return StageResult(
+        "train", skipped=False, manifest=manifest, outputs={"model": str(folder.model_dir)}
+    )

@@ -1,0 +1,50 @@
+"""Metric logs (T5): metrics.jsonl and metrics.csv in train/, TensorBoard events in train/tb/."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+
+class MetricsLog:
+    def __init__(self, out_dir: Path, tensorboard: bool, resume_step: int | None):
+        self.jsonl = out_dir / "metrics.jsonl"
+        self.csv = out_dir / "metrics.csv"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        if resume_step is not None and self.jsonl.is_file():  # drop rows past the checkpoint
+            rows = [json.loads(x) for x in self.jsonl.read_text(encoding="utf-8").splitlines() if x]
+            rows = [r for r in rows if r["step"] <= resume_step]
+        self.rows = rows
+        with open(self.jsonl, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=resume_step)
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+        with open(self.jsonl, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            prefix = "val" if row.get("event") == "eval" else "train"
+            for key, value in row.items():
+                if isinstance(value, int | float) and key not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, row["step"])
+
+    def write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        with open(self.csv, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def close(self) -> None:
+        self.write_csv()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["VERTICALIZE_QUIET"] = "1"
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real `verticalize` CLI in a subprocess (as a user would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "verticalize", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def csv_project(tmp_path: Path):
+    """A small project: a CSV with two labels and a YAML pointing at it.
+
+    `data_extra` lines go under `data:` (give them two spaces), `extra` at the top level."""
+
+    def make(
+        extra: str = "", rows: list[tuple[str, str]] | None = None, data_extra: str = ""
+    ) -> Path:
+        rows = rows or [
+            (
+                f"review number {i} says it is {'good' if i % 2 else 'bad'}",
+                "pos" if i % 2 else "neg",
+            )
+            for i in range(30)
+        ]
+        lines = ["text,label"] + [f'"{t}",{lab}' for t, lab in rows]
+        (tmp_path / "data.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        body = "name: tiny\ndata:\n  sources:\n    - path: data.csv\n  labels: [neg, pos]\n"
+        return write(tmp_path / "verticalize.yaml", body + data_extra + extra)
+
+    return make

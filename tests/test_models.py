@@ -1,0 +1,96 @@
+"""Adaptation methods on the real bundled MiniLM: which parameters train; LoRA merges."""
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from verticalize.config import ModelConfig
+from verticalize.errors import ModelError
+from verticalize.models.adapt import adapt, count_parameters, merged, transformer_layers
+from verticalize.models.load import load_sequence_classifier, resolve_base
+
+LABELS = ["neg", "neu", "pos"]
+
+
+@pytest.fixture
+def minilm():
+    torch.manual_seed(0)
+    return load_sequence_classifier("all-MiniLM-L6-v2", LABELS)
+
+
+def trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_full_trains_everything(minilm):
+    model, tok = minilm
+    model = adapt(model, ModelConfig(method="full"))
+    total, trainable = count_parameters(model)
+    assert total == trainable and 22_000_000 < total < 23_000_000
+    assert model.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+
+
+def test_freeze_embeddings_and_first_layers(minilm):
+    model, _ = minilm
+    model = adapt(model, ModelConfig(method="freeze", freeze={"layers": 2}))
+    names = trainable_names(model)
+    assert not any(".embeddings." in n for n in names)
+    assert not any(".layer.0." in n or ".layer.1." in n for n in names)
+    assert any(".layer.2." in n for n in names) and "classifier.weight" in names
+    assert len(transformer_layers(model)) == 6
+
+
+def test_freeze_head_only(minilm):
+    model, _ = minilm
+    model = adapt(model, ModelConfig(method="freeze", freeze={"head_only": True}))
+    assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
+
+
+def test_freeze_more_layers_than_exist_is_a_config_error(minilm):
+    from verticalize.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.freeze.layers: 9 but the model has 6"):
+        adapt(minilm[0], ModelConfig(method="freeze", freeze={"layers": 9}))
+
+
+def test_lora_trains_adapters_and_head_then_merges(minilm, tmp_path):
+    model, tok = minilm
+    model = adapt(
+        model, ModelConfig(method="lora", lora={"r": 4, "target_modules": ["query", "value"]})
+    )
+    names = trainable_names(model)
+    total, trainable = count_parameters(model)
+    assert trainable < 0.02 * total
+    assert all("lora_" in n or "classifier" in n for n in names)
+    assert any("classifier" in n for n in names)
+    with torch.no_grad():  # make the adapters non-trivial, as training would
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    batch = tok(["the pills helped", "awful side effects"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+    plain = merged(model)
+    plain.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        after = reloaded(**batch).logits
+    assert not any("lora" in k for k in reloaded.state_dict())
+    torch.testing.assert_close(before, after, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_lora_targets_are_a_config_error(minilm):
+    from verticalize.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.lora.target_modules"):
+        adapt(minilm[0], ModelConfig(method="lora", lora={"target_modules": ["q_proj_nope"]}))
+
+
+def test_unknown_base_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="cannot load 'no-such-org/no-such-model'"):
+        load_sequence_classifier("no-such-org/no-such-model", LABELS)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="without config.json"):
+        resolve_base(str(tmp_path / "empty"))
