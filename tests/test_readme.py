@@ -1,0 +1,73 @@
+"""The README's three commands work as written (the example shortened, the tests not re-run)."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+
+import pytest
+from conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def three_commands() -> list[str]:
+    block = re.search(r"## Three commands\s+```bash\n(.*?)```", README, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.strip().splitlines()]
+
+
+def test_readme_shows_setup_run_and_test_commands():
+    setup, run, test = three_commands()
+    assert setup == "bash scripts/setup.sh" and (ROOT / "scripts/setup.sh").is_file()
+    assert run.startswith("verticalize run examples/")
+    ci = (ROOT / ".ci/run").read_text()
+    assert "bash scripts/setup.sh" in ci and test in ci  # CI runs exactly the README's test command
+
+
+@pytest.mark.slow
+def test_readme_example_command_runs_shortened(tmp_path):
+    _, run, _ = three_commands()
+    args = shlex.split(run) + [
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "data.sources.0.sample=40",
+        "--set",
+        "data.sources.1.sample=30",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.max_length=32",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1"}
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "run/eval/report.json").read_text())
+    assert report["task"] == "classification" and "tfidf_lr" in report["baselines"]
+    assert (tmp_path / "run/model/config.json").is_file()
+    assert "tfidf_lr baseline" in report["verdict"]
+    assert "tfidf_lr baseline" in " ".join(result.stderr.split())  # the verdict is printed
+
+
+def test_every_command_has_help():
+    for cmd in ([], ["init"], ["data"], ["train"], ["eval"], ["run"]):
+        r = subprocess.run(["verticalize", *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
+
+
+def test_init_writes_a_config_that_validates(tmp_path):
+    r = subprocess.run(
+        ["verticalize", "init", str(tmp_path / "proj")], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "proj/data").mkdir()
+    (tmp_path / "proj/data/train.csv").write_text("text,label\nok,positive\n")
+    from verticalize.config import load_config
+
+    cfg = load_config(tmp_path / "proj/verticalize.yaml")
+    assert cfg.name == "proj" and cfg.model.base == "all-MiniLM-L6-v2"
+    again = subprocess.run(
+        ["verticalize", "init", str(tmp_path / "proj")], capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
