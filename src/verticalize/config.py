@@ -171,9 +171,10 @@ class Config(Section):
                     raise _LabelError(("data", "label_bins", cls_name), cls_name, labels)
         for i, t in enumerate(self.eval.targets):
             check_metric_name(t.metric, labels, ("eval", "targets", i, "metric"))
-        check_metric_name(
-            self.train.early_stopping.metric, labels, ("train", "early_stopping", "metric")
-        )
+        if self.train.early_stopping.metric != "loss":  # validation loss is also allowed here
+            check_metric_name(
+                self.train.early_stopping.metric, labels, ("train", "early_stopping", "metric")
+            )
         return self
 
 

@@ -38,3 +38,8 @@ def metric_value(metrics: dict, name: str) -> float | None:
         return metrics[name]
     kind, _, label = name.partition(":")
     return metrics.get("per_class", {}).get(label, {}).get(kind)
+
+
+def lower_is_better(name: str) -> bool:
+    """Latency, time and loss metrics improve downwards; everything else upwards."""
+    return "latency" in name or name.endswith(("loss", "_ms", "_s"))

@@ -10,7 +10,7 @@ from verticalize import __version__
 from verticalize.config import Config, Target
 from verticalize.console import console
 from verticalize.evaluate.baselines import tfidf_lr
-from verticalize.evaluate.metrics import classification_metrics, metric_value
+from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
 from verticalize.evaluate.report import write_report
 from verticalize.runfolder import (
     RunFolder,
@@ -28,7 +28,7 @@ SUMMARY = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_reca
 def check_targets(targets: list[Target], metrics: dict) -> list[dict]:
     out = []
     for t in targets:
-        direction = t.direction or ("min" if t.metric.endswith(("_ms", "_s", "loss")) else "max")
+        direction = t.direction or ("min" if lower_is_better(t.metric) else "max")
         achieved = metric_value(metrics, t.metric)
         met = achieved is not None and (
             achieved >= t.target if direction == "max" else achieved <= t.target

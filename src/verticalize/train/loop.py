@@ -21,7 +21,7 @@ from accelerate import Accelerator
 
 from verticalize.config import Config
 from verticalize.console import progress_bar
-from verticalize.evaluate.metrics import classification_metrics, metric_value
+from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
 from verticalize.tasks.classification import EncodedRecords, make_collate, predict_proba
 from verticalize.train.checkpoint import (
     list_checkpoints,
@@ -65,10 +65,9 @@ def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[i
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
-    lower_is_better = metric.endswith(("loss", "_ms", "_s"))
     if best is None:
         return True
-    return value < best if lower_is_better else value > best
+    return value < best if lower_is_better(metric) else value > best
 
 
 def train_classifier(
