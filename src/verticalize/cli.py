@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -98,6 +99,7 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()  # keep the terminal for our own progress and results
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         app(standalone_mode=False)
     except VerticalizeError as e:
