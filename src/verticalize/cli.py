@@ -18,6 +18,7 @@ from verticalize.runfolder import StageResult
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a bug report must not dump config values or data
     no_args_is_help=True,
     help="Turn a general pretrained model into a vertical domain model, from one YAML.",
 )
