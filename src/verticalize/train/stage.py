@@ -39,7 +39,6 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state_file, {"fingerprint": fp})
-    (folder.model_dir).mkdir(parents=True, exist_ok=True)
 
     set_seed(cfg.seed)  # before the head is initialised
     labels = data_manifest["labels"]
