@@ -73,6 +73,7 @@ def train_rate(method: str, records: list[dict]) -> float:
     ds = EncodedRecords(records, tok, {lab: i for i, lab in enumerate(LABELS)}, MAX_LEN)
     collate = make_collate(tok.pad_token_id)
     batches = [collate([ds[j] for j in range(i, i + BATCH)]) for i in range(0, len(ds), BATCH)]
+
     def step(b: dict) -> None:
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         F.cross_entropy(logits, b["labels"]).backward()
