@@ -11,32 +11,43 @@ from jinja2 import Environment
 from verticalize.runfolder import write_json_atomic
 
 
-def _polyline(points: list[tuple[float, float]], width: int, height: int, pad: int = 30):
-    """Scale (x, y) points into an SVG polyline string plus axis ranges."""
+def _scaler(points: list[tuple[float, float]], width: int, height: int, pad: int = 30):
+    """Map data (x, y) to SVG coordinates; one scale for every series, so lines compare."""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(ys), max(ys) if max(ys) > min(ys) else min(ys) + 1
-    sx = lambda x: pad + (x - x0) / (x1 - x0) * (width - 2 * pad)  # noqa: E731
-    sy = lambda y: height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)  # noqa: E731
-    return " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points), (x0, x1, y0, y1)
+    x0, y0 = min(xs), min(ys)
+    x1 = max(xs) if max(xs) > x0 else x0 + 1
+    y1 = max(ys) if max(ys) > y0 else y0 + 1
+
+    def to_svg(x: float, y: float) -> str:
+        sx = pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+        sy = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+        return f"{sx:.1f},{sy:.1f}"
+
+    return to_svg, (y0, y1)
 
 
 def line_chart(series: dict[str, list[tuple[float, float]]], title: str) -> str:
-    """An inline SVG line chart; one coloured line per series."""
+    """An inline SVG line chart: one coloured line per series on a shared y axis."""
     width, height, colours = 560, 220, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
     parts = [
         f'<svg class="plot" width="{width}" height="{height}" role="img" '
         f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
         f'<rect width="{width}" height="{height}" fill="#fff" stroke="#ccc"/>'
     ]
-    for i, (name, pts) in enumerate(s for s in series.items() if s[1]):
-        line, (x0, x1, y0, y1) = _polyline(pts, width, height)
-        c = colours[i % len(colours)]
-        parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{line}"/>')
+    everything = [p for pts in series.values() for p in pts]
+    if everything:
+        to_svg, (y0, y1) = _scaler(everything, width, height)
         parts.append(
-            f'<text x="{40 + 170 * i}" y="16" fill="{c}" font-size="12">'
-            f"{html.escape(name)} ({y0:.3g}–{y1:.3g})</text>"
+            f'<text x="2" y="{height - 30}" font-size="10">{y0:.3g}</text>'
+            f'<text x="2" y="34" font-size="10">{y1:.3g}</text>'
         )
+        for i, (name, pts) in enumerate(s for s in series.items() if s[1]):
+            c = colours[i % len(colours)]
+            line = " ".join(to_svg(x, y) for x, y in pts)
+            parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{line}"/>')
+            parts.append(
+                f'<text x="{40 + 170 * i}" y="16" fill="{c}" font-size="12">{html.escape(name)}</text>'
+            )
     parts.append(f'<text x="{width - 120}" y="{height - 8}" font-size="11">step →</text></svg>')
     return "".join(parts)
 
