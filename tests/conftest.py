@@ -16,23 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 VERTICALIZE = shutil.which("verticalize") or str(Path(sys.executable).parent / "verticalize")
 
 
-def run_verticalize(args: list[str], timeout: int = 1500) -> subprocess.CompletedProcess:
-    """Run `verticalize ARGS` from the repository root, offline and quiet, as a user would."""
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: int = 1500
+) -> subprocess.CompletedProcess:
+    """Run the real `verticalize` console script offline and quiet, as a user would."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1", "COLUMNS": "200"}
-    cmd = [VERTICALIZE, *args[1:]] if args[0] == "verticalize" else args
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run the real `verticalize` CLI in a subprocess (as a user would)."""
     return subprocess.run(
-        [sys.executable, "-m", "verticalize", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        [VERTICALIZE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def shortened(run_dir: Path, *sets: str) -> list[str]:
+    """CLI options that put the run in `run_dir` and override YAML fields to make it small."""
+    options = ["--run-dir", str(run_dir)]
+    for item in sets:
+        options += ["--set", item]
+    return options
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, run_verticalize
+from conftest import ROOT, run_cli, shortened
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 pytestmark = pytest.mark.slow
@@ -14,22 +14,18 @@ EXAMPLE = ROOT / "examples/snownlp-sentiment/verticalize.yaml"
 
 def test_chinese_example_runs_with_gemma_lora(tmp_path):
     pytest.importorskip("gguf")
-    args = [
-        "verticalize",
+    r = run_cli(
         "run",
         str(EXAMPLE),
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--set",
-        "data.sources.0.sample=24",
-        "--set",
-        "data.sources.1.sample=24",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "model.max_length=32",
-    ]
-    r = run_verticalize(args)
+        *shortened(
+            tmp_path / "run",
+            "data.sources.0.sample=24",
+            "data.sources.1.sample=24",
+            "train.epochs=1",
+            "model.max_length=32",
+        ),
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "run/eval/report.json").read_text())
     assert report["baselines"]["tfidf_lr"]["description"].startswith("TF-IDF (char n-grams)")

@@ -6,7 +6,7 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import ROOT, VERTICALIZE, run_verticalize
+from conftest import ROOT, VERTICALIZE, run_cli, shortened
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -27,19 +27,19 @@ def test_readme_shows_setup_run_and_test_commands():
 @pytest.mark.slow
 def test_readme_example_command_runs_shortened(tmp_path):
     _, run, _ = three_commands()
-    args = shlex.split(run) + [
-        "--run-dir",
-        str(tmp_path / "run"),
-        "--set",
-        "data.sources.0.sample=40",
-        "--set",
-        "data.sources.1.sample=30",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "model.max_length=32",
-    ]
-    result = run_verticalize(args)
+    program, *args = shlex.split(run)
+    assert program == "verticalize"
+    result = run_cli(
+        *args,
+        *shortened(
+            tmp_path / "run",
+            "data.sources.0.sample=40",
+            "data.sources.1.sample=30",
+            "train.epochs=1",
+            "model.max_length=32",
+        ),
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "run/eval/report.json").read_text())
     assert report["task"] == "classification" and "tfidf_lr" in report["baselines"]
