@@ -1,4 +1,5 @@
-"""Read every configured source into records {id, text, label, source, line} (D1)."""
+"""Read every configured source into records (D1):
+{id, text, label, source, line, meta, [spans], [annotations], [item], [group]}."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from verticalize.config import DataConfig, Source
 from verticalize.data.manifest import Quarantine, StepTally
-from verticalize.data.sources import ResolvedSource, read_rows, resolve
+from verticalize.data.readers import read_rows
+from verticalize.data.sources import ResolvedSource, resolve
 from verticalize.errors import DataError
 
 
@@ -28,6 +30,8 @@ def _label_of(row: dict, src: Source, cfg: DataConfig) -> tuple[str | None, str 
     raw = row.get(src.label)
     if raw is None or str(raw).strip() == "":
         return None, "missing_label"
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
     raw = str(raw).strip()
     if cfg.label_bins:
         try:
@@ -46,7 +50,12 @@ FIXES = {
     "label_not_in_set": "correct the record, or add the label to data.labels",
     "label_not_numeric": "give a number, or remove data.label_bins",
     "label_outside_bins": "correct the value, or widen data.label_bins",
+    "bad_span": "give spans as [[start, end, TAG], …] with 0 <= start < end <= len(text)",
+    "bad_encoding": "re-save the file as UTF-8, or set data.sources[].encoding",
 }
+
+
+RESERVED = ("spans", "annotations")
 
 
 def ingest_source(
@@ -58,44 +67,15 @@ def ingest_source(
     tally: StepTally,
     quarantine: Quarantine,
 ) -> Iterator[dict]:
-    name = res.display
-    kept: list[dict] = []
-    for row in read_rows(res, src.encoding):
-        tally.n_in += 1
-        where = {"source": name, "line": row.line}
-        if row.fields is None:
-            reason, _, detail = row.error.partition(": ")
-            _bad(cfg, quarantine, tally, reason, None, where, detail=detail)
-            continue
-        text_field = "text" if res.format == "lines" else src.text
-        text = row.fields.get(text_field)
-        if text is None or not str(text).strip():
-            _bad(
-                cfg,
-                quarantine,
-                tally,
-                "missing_text",
-                row.fields,
-                where,
-                field=text_field,
-                value=text,
-            )
-            continue
-        label, reason = _label_of(row.fields, src, cfg)
-        if reason:
-            _bad(
-                cfg,
-                quarantine,
-                tally,
-                reason,
-                row.fields,
-                where,
-                field=src.label,
-                value=row.fields.get(src.label),
-            )
-            continue
-        kept.append({"id": f"s{index}:{row.line}", "text": str(text), "label": label, **where})
-    if src.sample is not None and src.sample < len(kept):
+    """Records of one source in file order (a `sample` holds the source's records in memory)."""
+    records = _records(index, src, res, cfg, tally, quarantine)
+    if src.sample is None:
+        for rec in records:
+            tally.n_out += 1
+            yield rec
+        return
+    kept = list(records)
+    if src.sample < len(kept):
         chosen = set(random.Random(seed + index).sample(range(len(kept)), src.sample))
         for i, rec in enumerate(kept):
             if i not in chosen:
@@ -103,6 +83,83 @@ def ingest_source(
         kept = [rec for i, rec in enumerate(kept) if i in chosen]
     tally.n_out += len(kept)
     yield from kept
+
+
+def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
+    for row in read_rows(res, src):
+        tally.n_in += 1
+        where = {"source": row.source or res.display, "line": row.line}
+        if row.fields is None:
+            reason, _, detail = row.error.partition(": ")
+            _bad(cfg, quarantine, tally, reason, None, where, detail=detail)
+            continue
+        fields = row.fields
+        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+        text = fields.get(text_field)
+        if text is None or not str(text).strip():
+            _bad(cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text)
+            continue
+        text = str(text)
+        rec = {"id": f"s{index}:{row.source or row.line}", "text": text}
+        spans, reason = _spans(fields.get(src.spans or "spans"), len(text))
+        if reason:
+            field = src.spans or "spans"
+            _bad(cfg, quarantine, tally, reason, fields, where, field=field, value=fields.get(field))
+            continue
+        annotations = fields.get("annotations")
+        if src.item and src.annotator:  # one row per (item, annotator): grouped later
+            rec["item"] = str(fields.get(src.item))
+            annotations = [{"annotator": str(fields.get(src.annotator)), "label": None}]
+        if spans is not None or annotations:
+            label, reason = (src.label_value, None) if src.label_value else (None, None)
+            if fields.get(src.label) not in (None, ""):
+                label, reason = _label_of(fields, src, cfg)
+        else:
+            label, reason = _label_of(fields, src, cfg)
+        if reason:
+            value = fields.get(src.label)
+            _bad(cfg, quarantine, tally, reason, fields, where, field=src.label, value=value)
+            continue
+        if annotations and src.item:
+            annotations[0]["label"] = label
+            label = None
+        rec |= {"label": label, **where, "meta": _meta(fields, src, text_field)}
+        if spans is not None:
+            rec["spans"] = spans
+        if annotations:
+            rec["annotations"] = annotations
+        if src.group and fields.get(src.group) not in (None, ""):
+            rec["group"] = f"{src.group}={fields[src.group]}"
+        yield rec
+
+
+def _spans(value, n_chars: int) -> tuple[list | None, str | None]:
+    """[[start, end, TAG], …] checked against the text, or (None, reason)."""
+    if value is None:
+        return None, None
+    if not isinstance(value, list):
+        return None, "bad_span"
+    out = []
+    for span in value:
+        if (
+            not isinstance(span, list | tuple)
+            or len(span) < 3
+            or not all(isinstance(x, int) for x in span[:2])
+            or not 0 <= span[0] < span[1] <= n_chars
+        ):
+            return None, "bad_span"
+        out.append([span[0], span[1], str(span[2])])
+    return sorted(out), None
+
+
+def _meta(fields: dict, src: Source, text_field: str) -> dict:
+    skip = {text_field, src.label, src.spans or "spans", *RESERVED}
+    keys = src.fields if src.fields is not None else [k for k in fields if k not in skip]
+    return {k: _jsonable(fields.get(k)) for k in keys if k in fields and k not in skip}
+
+
+def _jsonable(value):
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
 def _bad(cfg, quarantine, tally, reason, record, where, field=None, value=None, detail=None):
@@ -120,11 +177,23 @@ def _bad(cfg, quarantine, tally, reason, record, where, field=None, value=None, 
 def ingest(cfg: DataConfig, base_dir: Path, seed: int, quarantine: Quarantine):
     """All records of all sources, plus the step tally and each source's provenance."""
     tally = StepTally("ingest")
-    records: list[dict] = []
-    provenance = []
+    provenance: list[dict] = []
+    records = iter_sources(cfg, base_dir, seed, tally, quarantine, provenance)
+    return list(records), tally, provenance
+
+
+def iter_sources(
+    cfg: DataConfig,
+    base_dir: Path,
+    seed: int,
+    tally: StepTally,
+    quarantine: Quarantine,
+    provenance: list[dict],
+) -> Iterator[dict]:
+    """Stream the records of every source; `provenance` gets one entry per finished source."""
     for i, src in enumerate(cfg.sources):
         res = resolve(src.path, src.format, base_dir)
         before = tally.n_in
-        records.extend(ingest_source(i, src, res, cfg, seed, tally, quarantine))
-        provenance.append({"path": src.path, **res.provenance(), "rows": tally.n_in - before})
-    return records, tally, provenance
+        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine)
+        rows = tally.n_in - before
+        provenance.append({"path": src.path, **res.provenance(), "rows": rows, "empty": rows == 0})

@@ -1,31 +1,26 @@
-"""Where a source's bytes come from (a file, or a file inside an installed package / zip)
-and how its rows are read (JSONL, CSV/TSV, one-text-per-line), each keeping its line number."""
+"""Where a source's bytes come from: a file or folder, or a file inside an installed package's
+zip; the format is named in the YAML or inferred from the suffix."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
+import hashlib
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from verticalize.assets import AssetMissing, package_dir, package_version
-from verticalize.errors import ConfigError, DataError
+from verticalize.errors import ConfigError
 from verticalize.runfolder import file_sha256
-
-csv.field_size_limit(sys.maxsize)
 
 SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
-    ".json": "jsonl",
     ".csv": "csv",
     ".tsv": "tsv",
     ".txt": "lines",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".json": "labelstudio",
 }
 
 
@@ -60,11 +55,14 @@ def resolve(path: str, fmt: str | None, base_dir: Path) -> ResolvedSource:
         if not file.is_absolute():
             file = base_dir / file
     name = member or file.name
+    if fmt is None and not member and file.is_dir():
+        fmt = "txt_folder"
     fmt = fmt or SUFFIX_FORMATS.get(Path(name).suffix.lower())
     if fmt is None:
         raise ConfigError(
-            f"{path}: cannot tell the format from the suffix '{Path(name).suffix}'. "
-            "Fix: add format: jsonl | csv | tsv | lines to this source."
+            f"{path}: cannot tell the format from the suffix '{Path(name).suffix}'. Fix: add "
+            "format: jsonl | csv | tsv | lines | parquet | txt_folder | labelstudio | doccano "
+            "to this source."
         )
     return ResolvedSource(file=file, member=member or None, package=package, format=fmt)
 
@@ -80,6 +78,13 @@ def check_sources_exist(cfg, where: Callable[[tuple], str]) -> None:
             raise ConfigError(f"{where(loc)}: data.sources[{i}].path: {src.path!r}: {e}") from None
         except ConfigError as e:
             raise ConfigError(f"{where(loc)}: data.sources[{i}].path: {e}") from None
+        if res.format == "txt_folder":
+            if not res.file.is_dir():
+                raise ConfigError(
+                    f"{where(loc)}: data.sources[{i}].path: folder {src.path!r} not found "
+                    f"(looked for {res.file}). Fix: point it at a folder of .txt files."
+                )
+            continue
         if not res.file.is_file():
             raise ConfigError(
                 f"{where(loc)}: data.sources[{i}].path: file {src.path!r} not found "
@@ -96,63 +101,11 @@ def check_sources_exist(cfg, where: Callable[[tuple], str]) -> None:
                 )
 
 
-@contextmanager
-def open_text(res: ResolvedSource, encoding: str) -> Iterator[IO[str]]:
-    if res.member:
-        with zipfile.ZipFile(res.file) as zf, zf.open(res.member) as raw:
-            yield io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="")
-    else:
-        with open(res.file, encoding=encoding, errors="replace", newline="") as fh:
-            yield fh
-
-
 def file_digest(res: ResolvedSource) -> str:
+    """Content hash of a source (a folder: hash of its .txt files' names, sizes and hashes)."""
+    if res.format == "txt_folder":
+        h = hashlib.sha256()
+        for f in sorted(res.file.rglob("*.txt")):
+            h.update(f"{f.relative_to(res.file)}:{file_sha256(f)}".encode())
+        return h.hexdigest()
     return file_sha256(res.file) + (f"#{res.member}" if res.member else "")
-
-
-@dataclass
-class Row:
-    line: int
-    fields: dict | None  # None when the row could not be parsed
-    error: str | None = None
-
-
-def read_rows(res: ResolvedSource, encoding: str = "utf-8") -> Iterator[Row]:
-    """Stream rows with their 1-based starting line number; unparseable rows carry an error."""
-    with open_text(res, encoding) as fh:
-        if res.format == "jsonl":
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield Row(n, None, f"bad_json: {e.msg} at column {e.colno}")
-                    continue
-                if not isinstance(obj, dict):
-                    yield Row(n, None, f"bad_json: expected an object, got {type(obj).__name__}")
-                    continue
-                yield Row(n, obj)
-        elif res.format in ("csv", "tsv"):
-            reader = csv.reader(fh, delimiter="\t" if res.format == "tsv" else ",")
-            try:
-                header = next(reader)
-            except StopIteration:
-                return
-            start = reader.line_num + 1
-            for values in reader:
-                line, start = start, reader.line_num + 1
-                if not any(v.strip() for v in values):
-                    continue
-                if len(values) != len(header):
-                    yield Row(
-                        line, None, f"bad_row: {len(values)} columns, header has {len(header)}"
-                    )
-                    continue
-                yield Row(line, dict(zip(header, values, strict=True)))
-        elif res.format == "lines":
-            for n, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield Row(n, {"text": line.rstrip("\r\n")})
-        else:  # pragma: no cover - guarded by the schema
-            raise DataError(f"{res.display}: unsupported format {res.format!r}")

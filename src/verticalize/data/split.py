@@ -1,4 +1,9 @@
-"""Stratified train / validation / test split with a fixed seed (D9)."""
+"""Stratified, group-aware train / validation / test split and k folds, seeded (D9).
+
+A unit is a group of records that must stay together (near-duplicates, augmented copies
+and their origin, records sharing a `group` field such as a patient id); units, not
+records, are shuffled and cut, each class on its own so every split keeps the label mix.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +17,67 @@ SPLITS = ("train", "validation", "test")
 
 def _share(n: int, fraction: float) -> int:
     k = round(n * fraction)
-    return (
-        max(k, 1) if fraction > 0 and n >= 3 else k
-    )  # every class reaches every split when it can
+    return max(k, 1) if fraction > 0 and n >= 3 else k  # every class reaches every split
+
+
+def _units(items: list[tuple[str, str | None, str]], stratify: bool):
+    """{class: [(unit key, [ids])]} — a unit's class is its members' most common label."""
+    members: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for rid, label, group in items:
+        members[group].append((rid, label))
+    by_class: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    for key, recs in members.items():
+        labels = Counter(str(lab) for _, lab in recs)
+        cls = max(sorted(labels), key=labels.__getitem__) if stratify else "_all"
+        by_class[cls].append((key, sorted(rid for rid, _ in recs)))
+    return by_class
+
+
+def assign_splits(
+    items: list[tuple[str, str | None, str]], cfg: SplitConfig, seed: int
+) -> tuple[dict[str, str], dict[str, int]]:
+    """items are (record id, label, group key). Returns ({id: split}, {id: fold}); folds cover
+    train + validation records when `cfg.folds` is set."""
+    split_of: dict[str, str] = {}
+    fold_of: dict[str, int] = {}
+    for cls, units in sorted(_units(items, cfg.stratify).items()):
+        units.sort()
+        random.Random(f"{seed}:{cls}").shuffle(units)
+        n = sum(len(ids) for _, ids in units)
+        n_test = _share(n, cfg.test)
+        n_val = _share(n - n_test, cfg.validation / (1 - cfg.test))
+        if n_test + n_val >= n:  # tiny class: keep at least one for training
+            n_val = max(n - n_test - 1, 0)
+        filled = Counter()
+        rest = []
+        for key, ids in units:
+            name = "test" if filled["test"] < n_test else "validation"
+            if name == "validation" and filled["validation"] >= n_val:
+                name = "train"
+            filled[name] += len(ids)
+            for rid in ids:
+                split_of[rid] = name
+            if name != "test":
+                rest.append((key, ids))
+        if cfg.folds:
+            sizes = [0] * cfg.folds
+            for _key, ids in rest:  # the smallest fold takes the next unit: balanced by class
+                k = sizes.index(min(sizes))
+                sizes[k] += len(ids)
+                for rid in ids:
+                    fold_of[rid] = k
+    return split_of, fold_of
 
 
 def stratified_split(records: list[dict], cfg: SplitConfig, seed: int) -> dict[str, list[dict]]:
-    """Each class is shuffled with the seed and cut by the configured fractions."""
-    by_class: dict[str, list[dict]] = defaultdict(list)
-    for rec in records:
-        by_class[rec["label"] if cfg.stratify else "_all"].append(rec)
+    """Split in-memory records (each its own unit unless it carries `group`)."""
+    items = [(r["id"], r["label"], r.get("group") or r["id"]) for r in records]
+    split_of, _ = assign_splits(items, cfg, seed)
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for cls in sorted(by_class):
-        group = sorted(by_class[cls], key=lambda r: r["id"])
-        random.Random(f"{seed}:{cls}").shuffle(group)
-        n_test = _share(len(group), cfg.test)
-        n_val = _share(len(group) - n_test, cfg.validation / (1 - cfg.test))
-        if n_test + n_val >= len(group):  # tiny class: keep at least one for training
-            n_val = max(len(group) - n_test - 1, 0)
-        out["test"] += group[:n_test]
-        out["validation"] += group[n_test : n_test + n_val]
-        out["train"] += group[n_test + n_val :]
+    for rec in records:
+        out[split_of[rec["id"]]].append(rec)
     for name in SPLITS:  # interleave classes so files are not sorted by label
+        out[name].sort(key=lambda r: r["id"])
         random.Random(f"{seed}:{name}").shuffle(out[name])
     return out
 

@@ -1,24 +1,38 @@
-"""Data stage entry point: sources → ingest → clean → dedup → split, files in run/data/."""
+"""Data stage entry point (D1–D10): sources → ingest → rules → clean → desensitize →
+segment → agreement → dedup (exact, near) → group-aware split → augment, files in run/data/.
+
+It streams: pass 1 reads every source into a work file, pass 2 runs the per-record steps
+(in-process or on Ray) and keeps only small per-record facts for dedup and the split, pass 3
+writes each kept record to its split. Memory grows with the number of records (ids,
+labels, hashes), not with the bytes of text.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from collections import Counter
+from pathlib import Path
 
 from verticalize.config import Config
-from verticalize.data.clean import clean
-from verticalize.data.dedup import dedup_exact
-from verticalize.data.ingest import ingest
-from verticalize.data.manifest import Quarantine
+from verticalize.data.dedup import Deduplicator
+from verticalize.data.engine import map_records
+from verticalize.data.ingest import iter_sources
+from verticalize.data.manifest import Quarantine, StepTally
+from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
+from verticalize.data.process import STEPS, RecordProcessor
+from verticalize.data.report import DataStats, write_data_report
 from verticalize.data.sources import file_digest, resolve
-from verticalize.data.split import SPLITS, label_counts, stratified_split
+from verticalize.data.split import SPLITS, assign_splits
 from verticalize.errors import DataError
-from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_jsonl
+from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
 
 
 def data_fingerprint(cfg: Config) -> str:
     base = cfg.source_file.parent
     digests = [file_digest(resolve(s.path, s.format, base)) for s in cfg.data.sources]
-    return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, digests)
+    return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests)
 
 
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
@@ -28,63 +42,241 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     started = time.perf_counter()
     out_dir = folder.stage_dir("data")
     out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / ".work"  # holds raw text: always removed, also when the run fails
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        return _run(cfg, folder, out_dir, work, fp, started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, started: float):
+    d = cfg.data
+    base = cfg.source_file.parent
+    key = run_key(cfg, folder.root)
+    processor = RecordProcessor(
+        d,
+        d.labels,
+        key,
+        None,
+        [str(resolve_path(p, base)) for p in d.segment.user_dicts],
+        str(resolve_path(d.segment.stop_words, base)) if d.segment.stop_words else None,
+    )
+    provenance: list[dict] = []
+    before = DataStats()
     with open(out_dir / "quarantine.jsonl", "w", encoding="utf-8") as qfh:
-        quarantine = Quarantine(qfh)
-        records, t_ingest, provenance = ingest(
-            cfg.data, cfg.source_file.parent, cfg.seed, quarantine
+        quarantine = Quarantine(qfh, processor.scrub if d.pii.enabled else None)
+        # pass 1: every source into one work file (boilerplate lines are counted on the way)
+        t_ingest = StepTally("ingest")
+        detector = _boilerplate_detector(d)
+        with open(work / "ingested.jsonl", "w", encoding="utf-8") as fh:
+            for rec in iter_sources(d, base, cfg.seed, t_ingest, quarantine, provenance):
+                before.add(rec)
+                if detector is not None:
+                    detector.observe(rec["text"])
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if detector is not None:
+            detector.finish(t_ingest.n_out)
+            processor.boilerplate = detector
+        # pass 2: per-record steps, then agreement and dedup bookkeeping on the driver
+        tallies = {s: StepTally(s) for s in (*STEPS, "agreement", "labels")}
+        dedup = Deduplicator(d.dedup.exact, d.dedup.near)
+        t_exact, t_near = StepTally("dedup_exact"), StepTally("dedup_near")
+        pii_counts: Counter = Counter()
+        vault: dict[str, bytes] = {}
+        items: dict[str, dict] = {}
+        annotated: list[dict] = []
+        kept_facts: list[tuple[str, str | None, str]] = []
+
+        def keep(rec: dict, sig, key_, fh) -> None:
+            t_exact.n_in += 1
+            hit = dedup.offer(rec, sig, key_)
+            if hit and hit[0] != "near_duplicate":
+                quarantine.put(t_exact, hit[0], rec, field="text", value=hit[1],
+                               detail=f"an exact copy of {hit[1]}")
+                return
+            t_exact.n_out += 1
+            t_near.n_in += 1
+            if hit:
+                quarantine.put(t_near, hit[0], rec, field="text", value=hit[1],
+                               detail=f"a near-duplicate of {hit[1]}")
+                return
+            t_near.n_out += 1
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            kept_facts.append((rec["id"], rec["label"], rec.get("group")))
+
+        with open(work / "clean.jsonl", "w", encoding="utf-8") as fh:
+            for out in map_records(processor, work / "ingested.jsonl", d):
+                failed = out.dropped["step"] if out.dropped else None
+                for step in STEPS:
+                    tallies[step].n_in += 1
+                    if step == failed:
+                        quarantine.put(tallies[step], out.dropped["reason"], out.record,
+                                       **{k: v for k, v in out.dropped.items()
+                                          if k not in ("step", "reason")})
+                        break
+                    tallies[step].n_out += 1
+                if failed:
+                    continue
+                pii_counts.update(out.pii)
+                vault.update(out.vault)
+                rec = out.record
+                tallies["agreement"].n_in += 1
+                if "item" in rec:  # one row per (item, annotator): merged into one record
+                    merged = items.setdefault(rec["item"], {**rec, "annotations": []})
+                    if merged is not rec and merged["id"] != rec["id"]:
+                        tallies["agreement"].dropped["merged_into_item"] += 1
+                    merged["annotations"] += rec["annotations"]
+                    continue
+                rec = _resolve(rec, annotated, tallies["agreement"], quarantine)
+                if rec is not None and _has_label(rec, cfg, tallies["labels"], quarantine):
+                    keep(rec, out.signature, out.text_key, fh)
+            for rec in items.values():
+                rec = _resolve(rec, annotated, tallies["agreement"], quarantine)
+                if rec is not None and _has_label(rec, cfg, tallies["labels"], quarantine):
+                    keep(rec, None, None, fh)
+        # pass 3: conflicts settled, split assigned, records written (and train augmented)
+        conflicted = dedup.conflicted()
+        t_conflicts = StepTally("dedup_conflicts", n_in=len(kept_facts))
+        labels = d.labels or (list(d.label_bins) if d.label_bins else None)
+        facts = [f for f in kept_facts if f[0] not in conflicted]
+        labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
+        _check_classes(cfg, facts, out_dir)
+        split_of, fold_of = assign_splits(
+            [(rid, lab, dedup.find(rid)) for rid, lab, _ in facts], d.split, cfg.seed
         )
-        records, t_clean = clean(records, cfg.data.clean, quarantine)
-        clusters = []
-        steps = [t_ingest, t_clean]
-        if cfg.data.dedup.exact:
-            records, t_dedup, clusters = dedup_exact(records, quarantine)
-            steps.append(t_dedup)
-    write_jsonl(out_dir / "dedup_clusters.jsonl", clusters)
-    labels = cfg.data.labels or (list(cfg.data.label_bins) if cfg.data.label_bins else None)
-    labels = labels or sorted({r["label"] for r in records})
-    if len(labels) < 2 or len({r["label"] for r in records}) < 2:
-        raise DataError(
-            f"{cfg.source_file}: after cleaning, {len(records)} records with labels "
-            f"{sorted({r['label'] for r in records})} remain; classification needs at least two "
-            f"classes. Fix: check data.sources[].label and {out_dir / 'quarantine.jsonl'}."
-        )
-    split = stratified_split(records, cfg.data.split, cfg.seed)
-    for name in SPLITS:
-        write_jsonl(out_dir / f"{name}.jsonl", split[name])
-    if not split["train"] or not split["test"]:
-        raise DataError(
-            f"{cfg.source_file}: only {len(records)} usable records; the train or test split is "
-            "empty. Fix: add data, or lower data.split.test / data.split.validation."
-        )
-    dropped: dict[str, int] = {}
+        after = DataStats()
+        writer = SplitWriter(out_dir, cfg, base, processor, split_of, fold_of, after)
+        with open(work / "clean.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                rec = json.loads(line)
+                if rec["id"] in conflicted:
+                    quarantine.put(t_conflicts, "conflicting_labels", processor.scrub(rec),
+                                   field="label", value=rec["label"],
+                                   detail="an exact copy carries another label")
+                    continue
+                t_conflicts.n_out += 1
+                writer.write(rec)
+        t_augment = writer.close()
+    steps = [t_ingest, *tallies.values(), t_exact, t_near, t_conflicts]
+    steps = [t for t in steps if t.n_in or t.step == "ingest"]
+    if t_augment is not None:
+        steps.append(t_augment)
+    dropped: Counter = Counter()
     for t in steps:
-        for reason, n in t.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + n
-    manifest = folder.write_manifest(
-        "data",
-        {
-            "in": t_ingest.n_in,
-            "out": sum(len(v) for v in split.values()),
-            "dropped": dropped,
-            "steps": [t.as_dict() for t in steps] + [_split_step(split, len(records))],
-            "labels": labels,
-            "splits": {name: len(split[name]) for name in SPLITS},
-            "label_counts": label_counts(split),
-            "split_config": {**cfg.data.split.model_dump(), "seed": cfg.seed},
-            "sources": provenance,
-            "quarantined": quarantine.count,
-            "seconds": round(time.perf_counter() - started, 2),
-            "fingerprint": fp,
-            "complete": True,
-        },
-    )
-    return StageResult(
-        "data",
-        skipped=False,
-        manifest=manifest,
-        outputs={n: str(out_dir / f"{n}.jsonl") for n in SPLITS},
-    )
+        dropped.update(t.dropped)
+    write_json_atomic(out_dir / "splits.json", writer.manifest(split_of, fold_of, d, cfg.seed))
+    with open(out_dir / "dedup_clusters.jsonl", "w", encoding="utf-8") as fh:
+        for row in dedup.cluster_rows():
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    extras = _extras(cfg, out_dir, annotated, pii_counts, vault, key, writer, dedup)
+    encrypt_outputs(cfg, out_dir, key)
+    manifest = {
+        "name": cfg.name,
+        "in": t_ingest.n_in,
+        "out": sum(writer.counts.values()),
+        "dropped": dict(dropped),
+        "steps": [t.as_dict() for t in steps],
+        "labels": labels,
+        "splits": dict(writer.counts),
+        "label_counts": {s: dict(writer.label_counts[s]) for s in SPLITS},
+        "augmented": {"train": t_augment.added} if t_augment is not None else {},
+        "split_config": {**d.split.model_dump(), "seed": cfg.seed},
+        "sources": provenance,
+        "quarantined": quarantine.count,
+        "engine": d.engine,
+        **extras,
+        "seconds": round(time.perf_counter() - started, 2),
+        "fingerprint": fp,
+        "complete": True,
+    }
+    write_data_report(manifest, before.as_dict(), after.as_dict(), out_dir / "report.html")
+    manifest = folder.write_manifest("data", manifest)
+    outputs = {n: str(out_dir / f"{n}.jsonl") for n in SPLITS}
+    return StageResult("data", skipped=False, manifest=manifest, outputs=outputs)
 
 
-def _split_step(split: dict, n_in: int) -> dict:
-    return {"step": "split", "in": n_in, "out": sum(len(v) for v in split.values()), "dropped": {}}
+def _boilerplate_detector(d):
+    if not d.clean.boilerplate.enabled:
+        return None
+    from verticalize.data.clean import BoilerplateDetector
+
+    return BoilerplateDetector(d.clean.boilerplate)
+
+
+def _resolve(rec: dict, annotated: list, tally: StepTally, quarantine: Quarantine) -> dict | None:
+    """Several annotators' labels → one (the majority); a tie is quarantined."""
+    if rec.get("annotations"):
+        from verticalize.data.agreement import resolve_label
+
+        annotated.append({"id": rec["id"], "annotations": rec["annotations"]})
+        label, reason = resolve_label(rec["annotations"])
+        if reason:
+            quarantine.put(tally, reason, rec, field="annotations",
+                           value=[a["label"] for a in rec["annotations"]],
+                           detail="annotators disagree with no majority; send it to review")
+            return None
+        rec = {**rec, "label": label}
+    tally.n_out += 1
+    return rec
+
+
+def _has_label(rec: dict, cfg: Config, tally: StepTally, quarantine: Quarantine) -> bool:
+    tally.n_in += 1
+    if cfg.task == "classification" and rec.get("label") in (None, ""):
+        quarantine.put(tally, "missing_label", rec, field="label", value=None,
+                       detail="classification needs a label on every record")
+        return False
+    tally.n_out += 1
+    return True
+
+
+def _check_classes(cfg: Config, facts: list, out_dir: Path) -> None:
+    seen = sorted({str(f[1]) for f in facts})
+    if cfg.task == "classification" and len(seen) < 2:
+        raise DataError(
+            f"{cfg.source_file}: after curation {len(facts)} records with labels {seen} remain; "
+            "classification needs at least two classes. Fix: check data.sources[].label and "
+            f"{out_dir / 'quarantine.jsonl'}."
+        )
+    if len(facts) < 3:
+        raise DataError(
+            f"{cfg.source_file}: only {len(facts)} usable records; the train or test split would "
+            "be empty. Fix: add data, or see why records were dropped in "
+            f"{out_dir / 'quarantine.jsonl'}."
+        )
+
+
+def _extras(cfg, out_dir, annotated, pii_counts, vault, key, writer, dedup) -> dict:
+    """Manifest sections for the optional steps (agreement, PII, dedup)."""
+    d = cfg.data
+    extras: dict = {
+        "dedup": {
+            "exact_clusters": sum(1 for _ in dedup.exact_clusters),
+            "near_clusters": len(dedup.near_clusters),
+            "near": d.dedup.near.model_dump() if d.dedup.near.enabled else None,
+        }
+    }
+    if annotated:
+        from verticalize.data.agreement import agreement_report
+
+        report = agreement_report(annotated, d.agreement, cfg.seed)
+        write_json_atomic(out_dir / "agreement.json", report)
+        extras["agreement"] = {
+            "alpha": report["alpha"],
+            "alpha_target": d.agreement.alpha_target,
+            "n_items": len(annotated),
+            "n_review": len(report["review"]),
+        }
+    if d.pii.enabled:
+        pii = {"action": d.pii.action, "detections": dict(pii_counts)}
+        if vault:
+            from verticalize.data.crypto import write_vault
+
+            write_vault(out_dir / "pii_vault.jsonl", vault)
+            pii["vault"] = "pii_vault.jsonl"
+        if d.pii.quasi_identifiers:
+            pii["k_anonymity"] = writer.k_anonymity()
+        extras["pii"] = pii
+    return extras

@@ -9,13 +9,13 @@ import torch
 from verticalize import __version__
 from verticalize.config import Config, Target
 from verticalize.console import console
+from verticalize.data.outputs import read_split
 from verticalize.evaluate.baselines import tfidf_lr
 from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
 from verticalize.evaluate.report import write_report
 from verticalize.runfolder import (
     RunFolder,
     StageResult,
-    file_sha256,
     fingerprint,
     read_jsonl,
     write_jsonl,
@@ -61,11 +61,10 @@ def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     data_m = folder.require("data", "eval")
     train_m = folder.require("train", "eval")
-    data_dir = folder.stage_dir("data")
     fp = fingerprint(
         cfg.eval.model_dump(mode="json"),
         train_m["fingerprint"],
-        file_sha256(data_dir / "test.jsonl"),
+        data_m["fingerprint"],
         cfg.name,
         cfg.domain,
     )
@@ -75,8 +74,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     labels = data_m["labels"]
-    test = read_jsonl(data_dir / "test.jsonl")
-    fit_on = read_jsonl(data_dir / "train.jsonl") + read_jsonl(data_dir / "validation.jsonl")
+    test = read_split(cfg, folder.root, "test")
+    fit_on = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
     model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
     test_set = EncodedRecords(

@@ -9,9 +9,10 @@ from accelerate.utils import set_seed
 
 from verticalize.config import Config
 from verticalize.console import console
+from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_sequence_classifier
-from verticalize.runfolder import RunFolder, StageResult, fingerprint, read_jsonl, write_json_atomic
+from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
 from verticalize.tasks.classification import EncodedRecords
 from verticalize.train.loop import train_classifier
 
@@ -42,9 +43,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
     set_seed(cfg.seed)  # before the head is initialised
     labels = data_manifest["labels"]
-    data_dir = folder.stage_dir("data")
-    train_records = read_jsonl(data_dir / "train.jsonl")
-    val_records = read_jsonl(data_dir / "validation.jsonl") or train_records
+    train_records = read_split(cfg, folder.root, "train")
+    val_records = read_split(cfg, folder.root, "validation") or train_records
     model, tokenizer = load_sequence_classifier(cfg.model.base, labels)
     model = adapt(model, cfg.model)
     total, trainable = count_parameters(model)

@@ -1,0 +1,182 @@
+"""What the data stage writes and how later stages read it back: the split files (with
+augmented copies in train), splits.json, encryption at rest of outputs marked sensitive,
+and the run's secret key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from pathlib import Path
+from typing import IO
+
+from verticalize.config import Config, DataConfig
+from verticalize.data.manifest import StepTally
+from verticalize.data.split import SPLITS
+
+AUGMENT_CHUNK = 512  # train records augmented together (memory stays bounded)
+
+
+def resolve_path(path: str, base: Path) -> Path:
+    """A file named in the YAML: relative to it, or pkg:<module>/<file> inside a package."""
+    from verticalize.data.sources import resolve
+
+    return resolve(path, "lines", base).file
+
+
+def run_key(cfg: Config, run_root: Path) -> bytes | None:
+    """The secret key when pseudonyms or encryption need one; it must live outside the run."""
+    d = cfg.data
+    if not (d.sensitive or (d.pii.enabled and d.pii.action in ("pseudonym", "hash"))):
+        return None
+    from verticalize.data.crypto import load_or_create_key
+
+    path = Path(d.key_file).expanduser() if d.key_file else _default_key_path(cfg)
+    if not path.is_absolute():
+        path = cfg.source_file.parent / path
+    key, _created = load_or_create_key(path, run_root)
+    return key
+
+
+def _default_key_path(cfg: Config) -> Path:
+    return Path("~/.config/verticalize/keys").expanduser() / f"{cfg.name}.key"
+
+
+class SplitWriter:
+    """Writes each kept record to its split file; train records are augmented in chunks."""
+
+    def __init__(self, out_dir: Path, cfg: Config, base: Path, processor, split_of, fold_of, stats):
+        self.cfg, self.split_of, self.fold_of, self.stats = cfg, split_of, fold_of, stats
+        self.files: dict[str, IO[str]] = {
+            s: open(out_dir / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS
+        }
+        self.counts: Counter = Counter({s: 0 for s in SPLITS})
+        self.label_counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
+        self.qi_rows: Counter = Counter()
+        self.augment = cfg.data.augment if cfg.data.augment.enabled else None
+        self.pending: list[dict] = []
+        self.tally = StepTally("augment") if self.augment else None
+        self.failed: Counter = Counter()
+        self.chunk = 0
+        if self.augment:
+            self._setup_augment(base, processor)
+
+    def _setup_augment(self, base: Path, processor) -> None:
+        from verticalize.data.augment import load_thesaurus
+
+        a = self.augment
+        self.thesaurus = load_thesaurus([resolve_path(p, base) for p in a.thesaurus])
+        protected: set[str] = set()
+        for p in [*a.protect, *self.cfg.data.segment.user_dicts]:
+            with open(resolve_path(p, base), encoding="utf-8") as fh:
+                protected.update(line.split()[0] for line in fh if line.strip())
+        self.protected = protected
+        self.segmenter = processor.segmenter
+
+    def write(self, rec: dict) -> None:
+        split = self.split_of[rec["id"]]
+        if rec["id"] in self.fold_of:
+            rec["fold"] = self.fold_of[rec["id"]]
+        self._emit(split, rec)
+        qis = self.cfg.data.pii.quasi_identifiers
+        if qis:
+            self.qi_rows[tuple(str(rec.get("meta", {}).get(q)) for q in qis)] += 1
+        if split == "train" and self.augment:
+            self.pending.append(rec)
+            if len(self.pending) >= AUGMENT_CHUNK:
+                self._augment()
+
+    def _emit(self, split: str, rec: dict) -> None:
+        self.files[split].write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if not rec.get("augmented"):
+            self.counts[split] += 1
+            self.label_counts[split][rec["label"]] += 1
+            self.stats.add(rec)
+
+    def _augment(self) -> None:
+        from verticalize.data.augment import augment_records
+
+        a, chosen = self.augment, self.pending
+        self.tally.n_in += len(chosen)
+        self.tally.n_out += len(chosen)
+        if a.share < 1.0:  # seeded choice of which train records get copies
+            rng = random.Random(f"{self.cfg.seed}:augment:{self.chunk}")
+            chosen = [r for r in chosen if rng.random() < a.share]
+        result = augment_records(
+            chosen, a, self.cfg.seed + self.chunk, self.protected, self.segmenter, self.thesaurus
+        )
+        for rec in result.records:
+            self._emit("train", rec)
+        self.tally.added += len(result.records)
+        self.tally.n_out += len(result.records)
+        self.failed.update(result.failed)
+        self.pending, self.chunk = [], self.chunk + 1
+
+    def close(self) -> StepTally | None:
+        if self.augment and self.pending:
+            self._augment()
+        for fh in self.files.values():
+            fh.close()
+        if self.tally is not None and self.failed:
+            self.tally.step = f"augment (failed copies: {dict(self.failed)})"
+        return self.tally
+
+    def k_anonymity(self) -> dict:
+        qis = self.cfg.data.pii.quasi_identifiers
+        k = min(self.qi_rows.values()) if self.qi_rows else 0
+        target = self.cfg.data.pii.k_anonymity
+        return {
+            "quasi_identifiers": qis,
+            "k": k,
+            "target": target,
+            "classes": len(self.qi_rows),
+            "records_below_target": sum(n for n in self.qi_rows.values() if n < target),
+            "passed": k >= target,
+        }
+
+    def manifest(self, split_of: dict, fold_of: dict, d: DataConfig, seed: int) -> dict:
+        """splits.json: the exact membership of every split (and fold), reproducible by seed."""
+        ids: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for rid, split in split_of.items():
+            ids[split].append(rid)
+        out = {
+            "seed": seed,
+            "config": d.split.model_dump(),
+            "group_aware": True,
+            "counts": dict(self.counts),
+            "label_counts": {s: dict(c) for s, c in self.label_counts.items()},
+            "sha256": {s: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for s, v in ids.items()},
+            "ids": {s: sorted(v) for s, v in ids.items()},
+        }
+        if fold_of:
+            folds: dict[int, list[str]] = {}
+            for rid, k in fold_of.items():
+                folds.setdefault(k, []).append(rid)
+            out["folds"] = {str(k): sorted(v) for k, v in sorted(folds.items())}
+        return out
+
+
+def encrypt_outputs(cfg: Config, out_dir: Path, key: bytes | None) -> None:
+    """Outputs listed in data.sensitive are replaced by AES-256-GCM `<name>.jsonl.enc`."""
+    if not cfg.data.sensitive:
+        return
+    from verticalize.data.crypto import derive_key, encrypt_file
+
+    for name in cfg.data.sensitive:
+        plain = out_dir / f"{name}.jsonl"
+        encrypt_file(plain, out_dir / f"{name}.jsonl.enc", derive_key(key, "files"))
+        plain.unlink()
+
+
+def read_split(cfg: Config, run_root: Path, name: str) -> list[dict]:
+    """A split written by the data stage, decrypted with the run's key when it is sensitive."""
+    data_dir = run_root / "data"
+    enc = data_dir / f"{name}.jsonl.enc"
+    if enc.is_file():
+        from verticalize.data.crypto import decrypt_lines, derive_key
+
+        key = run_key(cfg, run_root)
+        return [json.loads(x) for x in decrypt_lines(enc, derive_key(key, "files")) if x.strip()]
+    with open(data_dir / f"{name}.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

@@ -1,0 +1,241 @@
+"""Stream rows out of a source, one at a time and each with its 1-based line number (D1).
+
+Files are decoded with `surrogateescape`, so bytes that are not valid in the declared
+encoding survive as lone surrogates: such a row is reported (with a guess at the real
+encoding) instead of silently carrying U+FFFD replacement characters into training data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from verticalize.config import Source
+from verticalize.data.exports import doccano_fields, labelstudio_fields
+from verticalize.data.sources import ResolvedSource
+
+csv.field_size_limit(sys.maxsize)
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+_GUESSES = ("gb18030", "big5", "shift_jis", "cp1252")
+
+
+@dataclass
+class Row:
+    line: int
+    fields: dict | None  # None when the row could not be read
+    error: str | None = None  # "<reason>: <detail>"
+    source: str | None = None  # set when one source yields several files (txt_folder)
+
+
+@contextmanager
+def open_text(res: ResolvedSource, encoding: str) -> Iterator[IO[str]]:
+    if res.member:
+        with zipfile.ZipFile(res.file) as zf, zf.open(res.member) as raw:
+            yield io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+    else:
+        with open(res.file, encoding=encoding, errors="surrogateescape", newline="") as fh:
+            yield fh
+
+
+def encoding_error(text: str, encoding: str) -> str | None:
+    """None, or 'bad_encoding: …' naming the column and the encoding the bytes fit."""
+    m = _UNDECODABLE.search(text)
+    if not m:
+        return None
+    raw = text.encode(encoding, "surrogateescape")
+    guess = next((g for g in _GUESSES if _decodes(raw, g)), None)
+    hint = f"; they decode as {guess}: set encoding: {guess} on this source" if guess else ""
+    return f"bad_encoding: bytes at column {m.start() + 1} are not valid {encoding}{hint}"
+
+
+def _decodes(raw: bytes, encoding: str) -> bool:
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def read_rows(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    """Every row of the source in file order; unreadable rows carry an error."""
+    reader = {
+        "jsonl": _jsonl,
+        "doccano": _jsonl,
+        "csv": _csv,
+        "tsv": _csv,
+        "lines": _lines,
+        "parquet": _parquet,
+        "txt_folder": _txt_folder,
+        "labelstudio": _labelstudio,
+    }[res.format]
+    for row in reader(res, src):
+        if row.fields is not None and res.format == "doccano":
+            fields, error = doccano_fields(row.fields, src)
+            row = Row(row.line, fields, error)
+        yield row
+
+
+def _jsonl(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    with open_text(res, src.encoding) as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            yield _json_row(n, line, src.encoding)
+
+
+def _json_row(n: int, text: str, encoding: str) -> Row:
+    bad = encoding_error(text, encoding)
+    if bad:
+        return Row(n, None, bad)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return Row(n, None, f"bad_json: {e.msg} at column {e.colno}")
+    except RecursionError:
+        return Row(n, None, "bad_json: nested too deeply")
+    if not isinstance(obj, dict):
+        return Row(n, None, f"bad_json: expected an object, got {type(obj).__name__}")
+    return Row(n, obj)
+
+
+def _csv(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    with open_text(res, src.encoding) as fh:
+        reader = csv.reader(fh, delimiter="\t" if res.format == "tsv" else ",")
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            return
+        start = reader.line_num + 1
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield Row(start, None, f"bad_row: {e}")
+                start = reader.line_num + 1
+                continue
+            line, start = start, reader.line_num + 1
+            if not any(v.strip() for v in values):
+                continue
+            bad = encoding_error("\t".join(values), src.encoding)
+            if bad:
+                yield Row(line, None, bad)
+            elif len(values) != len(header):
+                yield Row(line, None, f"bad_row: {len(values)} columns, header has {len(header)}")
+            else:
+                yield Row(line, dict(zip(header, values, strict=True)))
+
+
+def _lines(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    with open_text(res, src.encoding) as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            line = line.rstrip("\r\n")
+            bad = encoding_error(line, src.encoding)
+            yield Row(n, None, bad) if bad else Row(n, {"text": line})
+
+
+def _parquet(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(res.file)
+        batches = pf.iter_batches(batch_size=2048)
+        n = 0
+        for batch in batches:  # row groups are read one at a time: memory stays flat
+            for row in batch.to_pylist():
+                n += 1
+                yield Row(n, row)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        yield Row(0, None, f"bad_parquet: {type(e).__name__}: {e}")
+
+
+def _txt_folder(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    """One record per .txt file; `file` and `folder` (the parent folder's name) are fields, so a
+    folder-per-class layout can use `label: folder`."""
+    for path in sorted(res.file.rglob("*.txt")):
+        rel = path.relative_to(res.file)
+        text = path.read_bytes().decode(src.encoding, "surrogateescape")
+        bad = encoding_error(text, src.encoding)
+        fields = {"text": text, "file": str(rel), "folder": path.parent.name}
+        yield Row(1, None if bad else fields, bad, source=f"{res.file.name}/{rel}")
+
+
+def _labelstudio(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    with open_text(res, src.encoding) as fh:
+        for line, obj, error in iter_json_array(fh):
+            if error:
+                yield Row(line, None, error)
+            elif not isinstance(obj, dict):
+                yield Row(line, None, f"bad_json: expected a task object, got {type(obj).__name__}")
+            else:
+                fields, err = labelstudio_fields(obj, src)
+                yield Row(line, fields, err)
+
+
+def iter_json_array(fh: IO[str], chunk: int = 1 << 16) -> Iterator[tuple[int, object, str | None]]:
+    """Yield (line, element, error) from a top-level JSON array without loading the whole file
+    (Label Studio exports are one array that can be large). A file that is not an array is
+    read as JSON lines."""
+    decoder = json.JSONDecoder()
+    buf, line, pos, started = "", 1, 0, False
+    eof = False
+    while True:
+        if not eof and len(buf) - pos < chunk:
+            more = fh.read(chunk)
+            eof = not more
+            buf = buf[pos:] + more
+            pos = 0
+        while pos < len(buf) and buf[pos] in " \t\r\n,":
+            line += buf[pos] == "\n"
+            pos += 1
+        if pos >= len(buf):
+            if eof:
+                return
+            continue
+        if not started:
+            started = True
+            if buf[pos] != "[":
+                yield from ((n, *_parsed(_json_row(n, t, "utf-8"))) for n, t in _rest_lines(buf[pos:], fh, line))
+                return
+            pos += 1
+            continue
+        if buf[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as e:
+            if not eof:  # maybe the element continues in the next chunk
+                more = fh.read(chunk)
+                if more:
+                    buf = buf[pos:] + more
+                    pos = 0
+                    continue
+                eof = True
+            yield line, None, f"bad_json: {e.msg} (the export is cut off or malformed here)"
+            return
+        yield line, obj, None
+        line += buf.count("\n", pos, end)
+        pos = end
+
+
+def _parsed(row: Row) -> tuple[object, str | None]:
+    return row.fields, row.error
+
+
+def _rest_lines(head: str, fh: IO[str], first_line: int) -> Iterator[tuple[int, str]]:
+    n = first_line
+    for text in io.StringIO(head + fh.read()):  # a non-array export is small JSON lines
+        if text.strip():
+            yield n, text
+        n += 1
