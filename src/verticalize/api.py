@@ -37,6 +37,17 @@ def data(config, run_dir=None, overrides=None, force: bool = False) -> StageResu
     return _stage(stage, config, run_dir, overrides, force)
 
 
+def reidentify(config, file: Path, run_dir=None, output: Path | None = None) -> Path:
+    """Restore pseudonymized values in `file` (text or JSONL) with the run's PII vault and key;
+    writes `output` (default: <file>.reidentified<suffix>) and returns its path."""
+    from verticalize.data.outputs import reidentify_file
+
+    cfg = load(config)
+    folder = RunFolder(cfg, run_dir)
+    out = output or file.with_name(f"{file.stem}.reidentified{file.suffix}")
+    return reidentify_file(cfg, folder.root, file, out)
+
+
 def train(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
     """Fine-tune the base model on run/data/; writes run/train/ and run/model/."""
     from verticalize.train import stage

@@ -61,10 +61,60 @@ def init(
 
 @app.command()
 def data(
-    config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="YAML | reidentify YAML FILE",
+            help="verticalize.yaml; or `reidentify <yaml> <file>` to restore pseudonymized "
+            "values in a file with the run's PII vault and key.",
+            show_default=False,
+        ),
+    ],
+    run_dir: RunDir = None,
+    set_: Sets = None,
+    force: Force = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="reidentify: where to write.")
+    ] = None,
 ) -> None:
-    """Ingest, clean, deduplicate and split the data (run/data/)."""
-    _report([api.data(config, run_dir, set_, force)])
+    """Ingest, validate, clean, desensitize, deduplicate and split the data (run/data/)."""
+    if args[0] == "reidentify":
+        if len(args) != 3:
+            raise typer.BadParameter("usage: verticalize data reidentify <yaml> <file> [-o OUT]")
+        path = api.reidentify(Path(args[1]), Path(args[2]), run_dir, output)
+        console.print(f"restored file written to {path} (keep it as safe as the original data)")
+        return
+    if len(args) != 1:
+        raise typer.BadParameter("expected one verticalize.yaml")
+    result = api.data(Path(args[0]), run_dir, set_, force)
+    if not result.skipped:
+        _data_table(result.manifest)
+    _report([result])
+
+
+def _data_table(m: dict) -> None:
+    """D10: every step's in / out / dropped-by-reason, as a table."""
+    from rich.table import Table
+
+    table = Table(title="data: every step balances in = out + dropped", title_justify="left")
+    for col in ("step", "in", "out", "dropped", "why"):
+        table.add_column(col, justify="left" if col in ("step", "why") else "right")
+    for s in m["steps"]:
+        why = ", ".join(f"{k}={v}" for k, v in s["dropped"].items())
+        if s.get("added"):
+            why = f"added {s['added']}" + (f"; {why}" if why else "")
+        table.add_row(s["step"], str(s["in"]), str(s["out"]), str(sum(s["dropped"].values())), why)
+    console.print(table)
+    kanon = m.get("pii", {}).get("k_anonymity")
+    if kanon and not kanon["passed"]:
+        console.print(
+            f"[yellow]warning:[/yellow] k-anonymity over {', '.join(kanon['quasi_identifiers'])} "
+            f"is {kanon['k']} (target {kanon['target']}): {kanon['records_below_target']} "
+            "records sit in smaller classes; generalize or drop those columns before sharing"
+        )
+    for src in m.get("sources", []):
+        if src.get("empty"):
+            console.print(f"[yellow]warning:[/yellow] source {escape(src['path'])} has no records")
 
 
 @app.command()

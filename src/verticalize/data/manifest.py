@@ -53,6 +53,10 @@ class Quarantine:
 
     def write(self, step: str, reason: str, record: dict | None, **detail) -> None:
         detail.setdefault("rule", reason)
+        detail.setdefault("field", None)
+        if record is not None:  # every row names where the record came from
+            detail.setdefault("source", record.get("source"))
+            detail.setdefault("line", record.get("line"))
         if self.scrub is not None:
             record = self.scrub(record) if record is not None else None
             if isinstance(detail.get("value"), str):

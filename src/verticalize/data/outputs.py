@@ -180,3 +180,29 @@ def read_split(cfg: Config, run_root: Path, name: str) -> list[dict]:
         return [json.loads(x) for x in decrypt_lines(enc, derive_key(key, "files")) if x.strip()]
     with open(data_dir / f"{name}.jsonl", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def reidentify_file(cfg: Config, run_root: Path, src: Path, dst: Path) -> Path:
+    """Replace every pseudonym token in `src` by its original (JSONL stays valid JSON)."""
+    from verticalize.data.crypto import read_vault
+    from verticalize.data.pii import reidentify
+    from verticalize.data.process import map_strings
+    from verticalize.errors import DataError
+
+    vault_path = run_root / "data" / "pii_vault.jsonl"
+    if not vault_path.is_file():
+        raise DataError(
+            f"{vault_path}: no pseudonym vault. Fix: run the data stage with "
+            "data.pii.action: pseudonym first (only pseudonyms can be reversed)."
+        )
+    if not src.is_file():
+        raise DataError(f"{src}: file not found. Fix: give the file to restore.")
+    vault, key = read_vault(vault_path), run_key(cfg, run_root)
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for line in fin:
+            if src.suffix == ".jsonl" and line.strip():
+                row = map_strings(json.loads(line), lambda s: reidentify(s, vault, key))
+                fout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                fout.write(reidentify(line, vault, key))
+    return dst

@@ -76,7 +76,7 @@ class RecordProcessor:
         masker = self.masker
         if masker is None:
             return record
-        return _map_strings(record, lambda s: masker.apply(s)[0])
+        return map_strings(record, lambda s: masker.apply(s)[0])
 
     def __call__(self, rec: dict) -> Outcome:
         from verticalize.data.clean import normalize_record
@@ -117,11 +117,12 @@ class RecordProcessor:
         return Outcome(self.scrub(rec), drop)
 
 
-def _map_strings(value, fn):
+def map_strings(value, fn):
+    """`value` with `fn` applied to every string inside it (dicts and lists walked)."""
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
+        return {k: map_strings(v, fn) for k, v in value.items()}
     if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
+        return [map_strings(v, fn) for v in value]
     return value

@@ -160,7 +160,15 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                 writer.write(rec)
         t_augment = writer.close()
     steps = [t_ingest, *tallies.values(), t_exact, t_near, t_conflicts]
-    steps = [t for t in steps if t.n_in or t.step == "ingest"]
+    enabled = {
+        "pii": d.pii.enabled,
+        "segment": d.segment.enabled,
+        "agreement": bool(annotated) or bool(items),
+        "dedup_exact": d.dedup.exact,
+        "dedup_near": d.dedup.near.enabled,
+        "dedup_conflicts": d.dedup.exact,
+    }
+    steps = [t for t in steps if enabled.get(t.step, True)]
     if t_augment is not None:
         steps.append(t_augment)
     dropped: Counter = Counter()
