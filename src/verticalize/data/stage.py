@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from verticalize.config import Config
+from verticalize.data.clean import normalize_text
 from verticalize.data.dedup import Deduplicator
 from verticalize.data.engine import map_records
 from verticalize.data.ingest import iter_sources
@@ -73,8 +74,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         with open(work / "ingested.jsonl", "w", encoding="utf-8") as fh:
             for rec in iter_sources(d, base, cfg.seed, t_ingest, quarantine, provenance):
                 before.add(rec)
-                if detector is not None:
-                    detector.observe(rec["text"])
+                if detector is not None and "spans" not in rec:  # lines as pass 2 will see them
+                    detector.observe(normalize_text(rec["text"], d.clean))
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         if detector is not None:
             detector.finish(t_ingest.n_out)
@@ -146,6 +147,11 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         split_of, fold_of = assign_splits(
             [(rid, lab, dedup.find(rid)) for rid, lab, _ in facts], d.split, cfg.seed
         )
+        if not {"train", "test"} <= set(split_of.values()):
+            raise DataError(
+                f"{cfg.source_file}: only {len(facts)} usable records; the train or test split "
+                "is empty. Fix: add data, or lower data.split.test / data.split.validation."
+            )
         after = DataStats()
         writer = SplitWriter(out_dir, cfg, base, processor, split_of, fold_of, after)
         with open(work / "clean.jsonl", encoding="utf-8") as fh:
