@@ -328,3 +328,16 @@ def test_ray_engine_gives_the_local_result(tmp_path):
         assert (tmp_path / "ray" / "data" / f"{name}.jsonl").read_text() == (
             tmp_path / "local" / "data" / f"{name}.jsonl"
         ).read_text()
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_as_the_input_grows():
+    """Streaming: 8x the input bytes must not cost anything like 8x the memory."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from memory import main
+
+    result = main(["--small-mb", "5", "--large-mb", "40"])
+    assert result["records"]["large"] > 7 * result["records"]["small"]
+    assert result["growth_per_input_byte"] < 0.25, result

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import Counter
 from pathlib import Path
 from typing import IO
@@ -67,11 +66,13 @@ class SplitWriter:
 
         a = self.augment
         self.thesaurus = load_thesaurus([resolve_path(p, base) for p in a.thesaurus])
-        protected: set[str] = set()
-        for p in [*a.protect, *self.cfg.data.segment.user_dicts]:
-            with open(resolve_path(p, base), encoding="utf-8") as fh:
-                protected.update(line.split()[0] for line in fh if line.strip())
-        self.protected = protected
+        from verticalize.data.segment import read_term_file
+
+        self.protected = {
+            term
+            for p in [*a.protect, *self.cfg.data.segment.user_dicts]
+            for term, _freq in read_term_file(resolve_path(p, base))
+        }
         self.segmenter = processor.segmenter
 
     def write(self, rec: dict) -> None:
@@ -100,10 +101,7 @@ class SplitWriter:
         a, chosen = self.augment, self.pending
         self.tally.n_in += len(chosen)
         self.tally.n_out += len(chosen)
-        if a.share < 1.0:  # seeded choice of which train records get copies
-            rng = random.Random(f"{self.cfg.seed}:augment:{self.chunk}")
-            chosen = [r for r in chosen if rng.random() < a.share]
-        result = augment_records(
+        result = augment_records(  # picks the seeded `share` of records itself
             chosen, a, self.cfg.seed + self.chunk, self.protected, self.segmenter, self.thesaurus
         )
         for rec in result.records:
