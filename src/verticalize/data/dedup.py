@@ -82,6 +82,7 @@ class Deduplicator:
             first = self.first.get(key)
             if first is None:
                 self.first[key] = rid
+                self.label[rid] = label  # also when near dedup drops it next
             else:
                 cluster = self.exact_clusters.setdefault(
                     first, {"kept": first, "dropped": [], "conflict": False}
