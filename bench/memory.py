@@ -43,7 +43,10 @@ def reviews() -> list[str]:
     with zipfile.ZipFile(z) as zf:
         for member in ("drugsComTrain.tsv", "drugsComTest.tsv"):
             text = zf.read(member).decode("utf-8")
-            out += [html.unescape(r["review"]).strip('"') for r in csv.DictReader(io.StringIO(text), delimiter="\t")]
+            out += [
+                html.unescape(r["review"]).strip('"')
+                for r in csv.DictReader(io.StringIO(text), delimiter="\t")
+            ]
     return out
 
 
@@ -94,7 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "small_mb": args.small_mb,
         "large_mb": args.large_mb,
-        "peak_rss_mb": {"small": round(small["peak_rss_mb"], 1), "large": round(large["peak_rss_mb"], 1)},
+        "peak_rss_mb": {
+            "small": round(small["peak_rss_mb"], 1),
+            "large": round(large["peak_rss_mb"], 1),
+        },
         "growth_per_input_byte": round(
             (large["peak_rss_mb"] - small["peak_rss_mb"]) * 2**20 / extra_bytes, 4
         ),

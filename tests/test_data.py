@@ -9,8 +9,7 @@ from conftest import write
 from verticalize import api
 from verticalize.config import CleanConfig, SplitConfig
 from verticalize.data.clean import normalize_text
-from verticalize.data.dedup import dedup_exact
-from verticalize.data.manifest import Quarantine
+from verticalize.data.dedup import Deduplicator
 from verticalize.data.split import stratified_split
 from verticalize.runfolder import read_jsonl
 
@@ -101,10 +100,12 @@ def test_exact_dedup_keeps_first_and_drops_conflicts(messy):
 
 
 def test_dedup_unit():
-    recs = [{"id": str(i), "text": t, "label": "a"} for i, t in enumerate(["x y", "X  y", "z"])]
-    with open("/dev/null", "w") as fh:
-        out, tally, clusters = dedup_exact(recs, Quarantine(fh))
-    assert [r["id"] for r in out] == ["0", "2"] and tally.dropped == {"duplicate": 1}
+    texts = ["x y", "X  y", "z", "x y"]
+    recs = [{"id": str(i), "text": t, "label": "ab"[i // 3]} for i, t in enumerate(texts)]
+    dedup = Deduplicator(exact=True)
+    hits = [dedup.offer(r) for r in recs]
+    assert hits == [None, ("duplicate", "0"), None, ("conflicting_labels", "0")]
+    assert dedup.conflicted() == {"0"}
 
 
 def test_normalize_text():

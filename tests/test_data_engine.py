@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli, write
+
 from verticalize import api
 
 BAD = ROOT / "tests" / "data" / "bad_inputs"
@@ -103,16 +103,29 @@ def test_every_format_reads_with_source_and_line(tmp_path):
     for i, (text, label) in enumerate(REVIEWS[4:6]):
         write(tmp_path / "folder" / label / f"{i}.txt", text)
     ls = [
-        {"id": 1, "data": {"text": REVIEWS[6][0]}, "annotations": [
-            {"completed_by": 1, "result": [{"type": "choices", "from_name": "label",
-                                            "value": {"choices": ["pos"]}}]}]},
+        {
+            "id": 1,
+            "data": {"text": REVIEWS[6][0]},
+            "annotations": [
+                {
+                    "completed_by": 1,
+                    "result": [
+                        {"type": "choices", "from_name": "label", "value": {"choices": ["pos"]}}
+                    ],
+                }
+            ],
+        },
     ]
     write(tmp_path / "ls.json", json.dumps(ls))
-    write(tmp_path / "min.json", json.dumps([{"text": REVIEWS[7][0], "label": "neg", "annotator": 3}]))
+    write(
+        tmp_path / "min.json", json.dumps([{"text": REVIEWS[7][0], "label": "neg", "annotator": 3}])
+    )
     write(
         tmp_path / "doc.jsonl",
-        json.dumps({"text": REVIEWS[0][0] + " Again.", "label": ["pos"]}) + "\n"
-        + json.dumps({"text": REVIEWS[1][0] + " Again.", "label": ["neg"]}) + "\n",
+        json.dumps({"text": REVIEWS[0][0] + " Again.", "label": ["pos"]})
+        + "\n"
+        + json.dumps({"text": REVIEWS[1][0] + " Again.", "label": ["neg"]})
+        + "\n",
     )
     cfg = _yaml(
         tmp_path,
@@ -130,9 +143,13 @@ def test_every_format_reads_with_source_and_line(tmp_path):
     m = result.manifest
     _balanced(m)
     assert m["out"] == 10 and m["quarantined"] == 0
-    records = [r for s in ("train", "test") for r in _rows(tmp_path / "run" / "data" / f"{s}.jsonl")]
+    records = [
+        r for s in ("train", "test") for r in _rows(tmp_path / "run" / "data" / f"{s}.jsonl")
+    ]
     by_text = {r["text"]: r for r in records}
-    assert by_text[REVIEWS[0][0]]["line"] == 1 and by_text[REVIEWS[0][0]]["source"].endswith("a.parquet")
+    assert by_text[REVIEWS[0][0]]["line"] == 1 and by_text[REVIEWS[0][0]]["source"].endswith(
+        "a.parquet"
+    )
     assert by_text[REVIEWS[4][0]]["label"] == "pos"  # folder-per-class layout
     assert by_text[REVIEWS[4][0]]["source"].endswith("pos/0.txt")
     assert by_text[REVIEWS[6][0]]["label"] == "pos" and by_text[REVIEWS[7][0]]["label"] == "neg"
@@ -147,7 +164,9 @@ def test_doccano_spans_survive_with_offsets(tmp_path):
         {"text": "坏的标注", "label": [[3, 9, "DRUG"]]},  # span past the end of the text
     ]
     write(tmp_path / "ner.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in lines))
-    cfg = _yaml(tmp_path, "data:\n  sources: [{path: ner.jsonl, format: doccano, label_value: x}]\n")
+    cfg = _yaml(
+        tmp_path, "data:\n  sources: [{path: ner.jsonl, format: doccano, label_value: x}]\n"
+    )
     from verticalize.config import load_config
     from verticalize.data.ingest import ingest
     from verticalize.data.manifest import Quarantine
@@ -207,14 +226,23 @@ def test_pii_never_reaches_outputs_and_pseudonyms_reverse(tmp_path):
     everything.write_text(
         "".join((run / "data" / f"{s}.jsonl").read_text() for s in ("train", "test"))
     )
-    res = run_cli("data", "reidentify", str(cfg), str(everything), "--run-dir", str(run),
-                  "-o", str(tmp_path / "restored.jsonl"))
+    res = run_cli(
+        "data",
+        "reidentify",
+        str(cfg),
+        str(everything),
+        "--run-dir",
+        str(run),
+        "-o",
+        str(tmp_path / "restored.jsonl"),
+    )
     assert res.returncode == 0, res.stderr
     restored = (tmp_path / "restored.jsonl").read_text()
     assert raw["name"] in restored and raw["mail"] in restored or raw["id"] in restored
     # a key inside the run folder is refused
-    res = run_cli("data", str(cfg), "--run-dir", str(run), "--force",
-                  "--set", f"data.key_file={run}/k.key")
+    res = run_cli(
+        "data", str(cfg), "--run-dir", str(run), "--force", "--set", f"data.key_file={run}/k.key"
+    )
     assert res.returncode == 2 and "outside the run folder" in res.stderr
     # the encrypted split reads back for training with the key
     from verticalize.config import load_config
@@ -229,7 +257,9 @@ def test_near_duplicates_never_straddle_splits_and_folds_cover_train(tmp_path):
     for i, (text, label) in enumerate(REVIEWS * 3):
         copy = i // len(REVIEWS)
         edited = text if copy == 0 else text.replace("the", "teh", 1) + " " * copy + "!" * copy
-        rows.append({"text": edited, "label": label if copy < 2 else ("neg" if label == "pos" else "pos")})
+        rows.append(
+            {"text": edited, "label": label if copy < 2 else ("neg" if label == "pos" else "pos")}
+        )
     write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows))
     cfg = _yaml(
         tmp_path,
@@ -245,7 +275,9 @@ def test_near_duplicates_never_straddle_splits_and_folds_cover_train(tmp_path):
     assert m["dropped"]["near_duplicate"] == len(base)  # same-label copies dropped
     clusters = [c for c in _rows(data / "dedup_clusters.jsonl") if c["kind"] == "near"]
     assert len(clusters) == len(base)
-    split_of = {r["id"]: s for s in ("train", "validation", "test") for r in _rows(data / f"{s}.jsonl")}
+    split_of = {
+        r["id"]: s for s in ("train", "validation", "test") for r in _rows(data / f"{s}.jsonl")
+    }
     for c in clusters:  # the other-label copies stay in their original's split
         assert c["grouped"] and {split_of[c["kept"]]} == {split_of[i] for i in c["grouped"]}
     splits = json.loads((data / "splits.json").read_text())
@@ -276,14 +308,18 @@ def test_annotator_table_agreement_and_majority_labels(tmp_path):
     assert m["agreement"]["n_items"] == 8
     report = json.loads((tmp_path / "run" / "data" / "agreement.json").read_text())
     assert -1.0 <= report["alpha"] < 1.0
-    records = [r for s in ("train", "test") for r in _rows(tmp_path / "run" / "data" / f"{s}.jsonl")]
+    records = [
+        r for s in ("train", "test") for r in _rows(tmp_path / "run" / "data" / f"{s}.jsonl")
+    ]
     assert {r["text"]: r["label"] for r in records} == {t: lab for t, lab in REVIEWS[:7]}
 
 
 def test_augmented_copies_are_flagged_and_only_in_train(tmp_path):
     write(tmp_path / "syn.txt", "medicine drug medication\nheadaches migraines\n")
-    write(tmp_path / "d.jsonl", "\n".join(json.dumps({"text": t, "label": lab}) for t, lab in REVIEWS * 2
-                                          ))
+    write(
+        tmp_path / "d.jsonl",
+        "\n".join(json.dumps({"text": t, "label": lab}) for t, lab in REVIEWS * 2),
+    )
     cfg = _yaml(
         tmp_path,
         """data:
@@ -308,7 +344,9 @@ def test_augmented_copies_are_flagged_and_only_in_train(tmp_path):
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_local_result(tmp_path):
-    rows = [{"text": f"{t} Review number {i}.", "label": lab} for i, (t, lab) in enumerate(REVIEWS * 40)]
+    rows = [
+        {"text": f"{t} Review number {i}.", "label": lab} for i, (t, lab) in enumerate(REVIEWS * 40)
+    ]
     rows += rows[:30]  # exact copies
     write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows))
     cfg = _yaml(

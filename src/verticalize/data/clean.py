@@ -131,6 +131,15 @@ class BoilerplateDetector:
             floor += 1
 
 
+def length_problem(text: str, cfg: CleanConfig) -> str | None:
+    """'too_short' / 'too_long' when the cleaned text is outside [min_chars, max_chars]."""
+    if len(text) < max(cfg.min_chars, 1):
+        return "too_short"
+    if cfg.max_chars is not None and len(text) > cfg.max_chars:
+        return "too_long"
+    return None
+
+
 def clean(
     records: list[dict], cfg: CleanConfig, quarantine: Quarantine
 ) -> tuple[list[dict], StepTally]:
@@ -150,11 +159,9 @@ def clean(
         tally.n_in += 1
         if detector is not None and cleaned.get("spans") is None:
             cleaned["text"], _ = detector.strip(cleaned["text"])
-        text = cleaned["text"]
-        if len(text) < max(cfg.min_chars, 1):
-            quarantine.put(tally, "too_short", rec, field="text", value=text)
-        elif cfg.max_chars is not None and len(text) > cfg.max_chars:
-            quarantine.put(tally, "too_long", rec, field="text", value=len(text))
+        problem = length_problem(cleaned["text"], cfg)
+        if problem:
+            quarantine.put(tally, problem, rec, field="text", value=len(cleaned["text"]))
         else:
             out.append(cleaned)
             tally.n_out += 1

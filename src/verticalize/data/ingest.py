@@ -97,14 +97,18 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
         text_field = "text" if res.format in ("lines", "txt_folder") else src.text
         text = fields.get(text_field)
         if text is None or not str(text).strip():
-            _bad(cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text)
+            _bad(
+                cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text
+            )
             continue
         text = str(text)
         rec = {"id": f"s{index}:{row.source or row.line}", "text": text}
         spans, reason = _spans(fields.get(src.spans or "spans"), len(text))
         if reason:
             field = src.spans or "spans"
-            _bad(cfg, quarantine, tally, reason, fields, where, field=field, value=fields.get(field))
+            _bad(
+                cfg, quarantine, tally, reason, fields, where, field=field, value=fields.get(field)
+            )
             continue
         annotations = fields.get("annotations")
         if src.item and src.annotator:  # one row per (item, annotator): grouped later

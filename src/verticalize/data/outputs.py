@@ -144,7 +144,9 @@ class SplitWriter:
             "group_aware": True,
             "counts": dict(self.counts),
             "label_counts": {s: dict(c) for s, c in self.label_counts.items()},
-            "sha256": {s: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for s, v in ids.items()},
+            "sha256": {
+                s: hashlib.sha256("\n".join(sorted(v)).encode()).hexdigest() for s, v in ids.items()
+            },
             "ids": {s: sorted(v) for s, v in ids.items()},
         }
         if fold_of:

@@ -79,20 +79,20 @@ class RecordProcessor:
         return map_strings(record, lambda s: masker.apply(s)[0])
 
     def __call__(self, rec: dict) -> Outcome:
-        from verticalize.data.clean import normalize_record
+        from verticalize.data.clean import length_problem, normalize_record
 
         violation = self.rules.check(rec)
         if violation is not None:
-            return self._drop(rec, "rules", violation.rule, violation.field, violation.value,
-                              violation.detail)
+            return self._drop(
+                rec, "rules", violation.rule, violation.field, violation.value, violation.detail
+            )
         rec = normalize_record(rec, self.cfg.clean)
         if self.boilerplate is not None and "spans" not in rec:
             rec["text"], _ = self.boilerplate.strip(rec["text"])
-        n = len(rec["text"])
-        if n < max(self.cfg.clean.min_chars, 1):
-            return self._drop(rec, "clean", "too_short", "text", n, "text too short after cleaning")
-        if self.cfg.clean.max_chars is not None and n > self.cfg.clean.max_chars:
-            return self._drop(rec, "clean", "too_long", "text", n, "longer than clean.max_chars")
+        problem = length_problem(rec["text"], self.cfg.clean)
+        if problem:
+            why = "characters after cleaning; bounds: data.clean.min_chars / max_chars"
+            return self._drop(rec, "clean", problem, "text", len(rec["text"]), why)
         out = Outcome(rec, text_key=text_key(rec["text"]))
         if self.cfg.dedup.near.enabled:  # before masking: masks must not make texts look alike
             from verticalize.data.near_dedup import signature

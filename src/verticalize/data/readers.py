@@ -206,7 +206,10 @@ def iter_json_array(fh: IO[str], chunk: int = 1 << 16) -> Iterator[tuple[int, ob
         if not started:
             started = True
             if buf[pos] != "[":
-                yield from ((n, *_parsed(_json_row(n, t, "utf-8"))) for n, t in _rest_lines(buf[pos:], fh, line))
+                yield from (
+                    (n, *_parsed(_json_row(n, t, "utf-8")))
+                    for n, t in _rest_lines(buf[pos:], fh, line)
+                )
                 return
             pos += 1
             continue

@@ -60,14 +60,19 @@ def write_data_report(manifest: dict, before: dict, after: dict, out: Path) -> P
     template = (files("verticalize.data") / "templates" / "data_report.html.j2").read_text(
         encoding="utf-8"
     )
-    page = Environment(autoescape=True).from_string(template).render(
-        m=manifest,
-        before=before,
-        after=after,
-        label_chart=bar_chart(_shares(before, after, "labels"), "label share before / after"),
-        length_chart=bar_chart(
-            _shares(before, after, "length_histogram"), "text length (characters) before / after"
-        ),
+    page = (
+        Environment(autoescape=True)
+        .from_string(template)
+        .render(
+            m=manifest,
+            before=before,
+            after=after,
+            label_chart=bar_chart(_shares(before, after, "labels"), "label share before / after"),
+            length_chart=bar_chart(
+                _shares(before, after, "length_histogram"),
+                "text length (characters) before / after",
+            ),
+        )
     )
     out.write_text(page, encoding="utf-8")
     return out

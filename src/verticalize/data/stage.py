@@ -94,14 +94,26 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
             t_exact.n_in += 1
             hit = dedup.offer(rec, sig, key_)
             if hit and hit[0] != "near_duplicate":
-                quarantine.put(t_exact, hit[0], rec, field="text", value=hit[1],
-                               detail=f"an exact copy of {hit[1]}")
+                quarantine.put(
+                    t_exact,
+                    hit[0],
+                    rec,
+                    field="text",
+                    value=hit[1],
+                    detail=f"an exact copy of {hit[1]}",
+                )
                 return
             t_exact.n_out += 1
             t_near.n_in += 1
             if hit:
-                quarantine.put(t_near, hit[0], rec, field="text", value=hit[1],
-                               detail=f"a near-duplicate of {hit[1]}")
+                quarantine.put(
+                    t_near,
+                    hit[0],
+                    rec,
+                    field="text",
+                    value=hit[1],
+                    detail=f"a near-duplicate of {hit[1]}",
+                )
                 return
             t_near.n_out += 1
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -113,9 +125,12 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                 for step in STEPS:
                     tallies[step].n_in += 1
                     if step == failed:
-                        quarantine.put(tallies[step], out.dropped["reason"], out.record,
-                                       **{k: v for k, v in out.dropped.items()
-                                          if k not in ("step", "reason")})
+                        quarantine.put(
+                            tallies[step],
+                            out.dropped["reason"],
+                            out.record,
+                            **{k: v for k, v in out.dropped.items() if k not in ("step", "reason")},
+                        )
                         break
                     tallies[step].n_out += 1
                 if failed:
@@ -158,9 +173,14 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
             for line in fh:
                 rec = json.loads(line)
                 if rec["id"] in conflicted:
-                    quarantine.put(t_conflicts, "conflicting_labels", processor.scrub(rec),
-                                   field="label", value=rec["label"],
-                                   detail="an exact copy carries another label")
+                    quarantine.put(
+                        t_conflicts,
+                        "conflicting_labels",
+                        processor.scrub(rec),
+                        field="label",
+                        value=rec["label"],
+                        detail="an exact copy carries another label",
+                    )
                     continue
                 t_conflicts.n_out += 1
                 writer.write(rec)
@@ -227,9 +247,14 @@ def _resolve(rec: dict, annotated: list, tally: StepTally, quarantine: Quarantin
         annotated.append({"id": rec["id"], "annotations": rec["annotations"]})
         label, reason = resolve_label(rec["annotations"])
         if reason:
-            quarantine.put(tally, reason, rec, field="annotations",
-                           value=[a["label"] for a in rec["annotations"]],
-                           detail="annotators disagree with no majority; send it to review")
+            quarantine.put(
+                tally,
+                reason,
+                rec,
+                field="annotations",
+                value=[a["label"] for a in rec["annotations"]],
+                detail="annotators disagree with no majority; send it to review",
+            )
             return None
         rec = {**rec, "label": label}
     tally.n_out += 1
@@ -239,8 +264,14 @@ def _resolve(rec: dict, annotated: list, tally: StepTally, quarantine: Quarantin
 def _has_label(rec: dict, cfg: Config, tally: StepTally, quarantine: Quarantine) -> bool:
     tally.n_in += 1
     if cfg.task == "classification" and rec.get("label") in (None, ""):
-        quarantine.put(tally, "missing_label", rec, field="label", value=None,
-                       detail="classification needs a label on every record")
+        quarantine.put(
+            tally,
+            "missing_label",
+            rec,
+            field="label",
+            value=None,
+            detail="classification needs a label on every record",
+        )
         return False
     tally.n_out += 1
     return True

@@ -44,13 +44,25 @@ ragged = (
 )
 (HERE / "ragged.csv").write_text(ragged, encoding="utf-8")
 
+
 # a Label Studio export: tasks missing data.text, with no result list, cancelled, fine
 def task(i, data, annotations):
     return {"id": i, "data": data, "annotations": annotations}
 
+
 def choice(label, user=1):
-    return {"completed_by": user, "result": [{"from_name": "sentiment", "to_name": "text",
-            "type": "choices", "value": {"choices": [label]}}]}
+    return {
+        "completed_by": user,
+        "result": [
+            {
+                "from_name": "sentiment",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [label]},
+            }
+        ],
+    }
+
 
 ls = [
     task(1, {"text": GOOD[0][0]}, [choice("positive")]),
