@@ -379,3 +379,15 @@ def test_memory_stays_flat_as_the_input_grows():
     result = main(["--small-mb", "5", "--large-mb", "40"])
     assert result["records"]["large"] > 7 * result["records"]["small"]
     assert result["growth_per_input_byte"] < 0.25, result
+
+
+def test_error_mode_on_a_rule_names_the_line_without_leaking_pii(tmp_path):
+    write(tmp_path / "d.csv", 'text,label\n"fine text here",a\n"\x01\x02\x03\x04 call 13812345678",b\n')
+    cfg = _yaml(
+        tmp_path,
+        "data:\n  sources: [{path: d.csv}]\n  pii: {enabled: true}\n  on_bad_record: error\n",
+    )
+    res = run_cli("data", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert res.returncode == 3 and "Traceback" not in res.stderr
+    assert "d.csv:3" in res.stderr and "garbage" in res.stderr and "Fix:" in res.stderr
+    assert "13812345678" not in res.stderr and "138****5678" in res.stderr

@@ -168,14 +168,22 @@ def _jsonable(value):
 
 def _bad(cfg, quarantine, tally, reason, record, where, field=None, value=None, detail=None):
     if cfg.on_bad_record == "error":
-        what = f"field '{field}': {value!r}: " if field else ""
-        fix = FIXES.get(reason, "correct or remove the record")
-        raise DataError(
-            f"{where['source']}:{where['line']}: {what}{reason.replace('_', ' ')}"
-            f"{' (' + detail + ')' if detail else ''}. Fix: {fix}; or set "
-            "data.on_bad_record: quarantine to set such records aside and go on."
-        )
+        if quarantine.scrub is not None and isinstance(value, str):  # no PII in the message
+            value = quarantine.scrub({"v": value})["v"]
+        raise bad_record_error(where, reason, field, value, detail, FIXES.get(reason))
     quarantine.put(tally, reason, record, **where, field=field, value=value, detail=detail)
+
+
+def bad_record_error(where: dict, reason: str, field, value, detail, fix: str | None) -> DataError:
+    """The error `on_bad_record: error` stops with: file:line, field, value, rule and fix."""
+    if isinstance(value, str) and len(value) > 120:
+        value = value[:120] + "…"
+    what = f"field '{field}': {value!r}: " if field else ""
+    return DataError(
+        f"{where['source']}:{where['line']}: {what}{reason.replace('_', ' ')}"
+        f"{' (' + detail + ')' if detail else ''}. Fix: {fix or 'correct or remove the record'}; "
+        "or set data.on_bad_record: quarantine to set such records aside and go on."
+    )
 
 
 def ingest(cfg: DataConfig, base_dir: Path, seed: int, quarantine: Quarantine):

@@ -19,7 +19,7 @@ from verticalize.config import Config
 from verticalize.data.clean import normalize_text
 from verticalize.data.dedup import Deduplicator
 from verticalize.data.engine import map_records
-from verticalize.data.ingest import iter_sources
+from verticalize.data.ingest import bad_record_error, iter_sources
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
 from verticalize.data.process import STEPS, RecordProcessor
@@ -122,6 +122,17 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         with open(work / "clean.jsonl", "w", encoding="utf-8") as fh:
             for out in map_records(processor, work / "ingested.jsonl", d):
                 failed = out.dropped["step"] if out.dropped else None
+                if failed and d.on_bad_record == "error":
+                    x = out.dropped
+                    where = {"source": out.record.get("source"), "line": out.record.get("line")}
+                    raise bad_record_error(
+                        where,
+                        x["reason"],
+                        x["field"],
+                        x["value"],
+                        x["detail"],
+                        "correct the record, or relax data.rules",
+                    )
                 for step in STEPS:
                     tallies[step].n_in += 1
                     if step == failed:
