@@ -52,6 +52,8 @@ def test_bad_input_corpus_is_quarantined_not_fatal(tmp_path):
     empty = [s for s in manifest["sources"] if s["empty"]]
     assert {Path(s["path"]).name for s in empty} == {"empty.jsonl", "empty.csv"}
     assert "has no records" in res.stderr
+    page = (data / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") == 2 and 'id="steps"' in page and "bad_encoding=" in page
     for name in ("train", "test"):
         assert _rows(data / f"{name}.jsonl")
 
