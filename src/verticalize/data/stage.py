@@ -91,31 +91,18 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         kept_facts: list[tuple[str, str | None, str]] = []
 
         def keep(rec: dict, sig, key_, fh) -> None:
-            t_exact.n_in += 1
             hit = dedup.offer(rec, sig, key_)
-            if hit and hit[0] != "near_duplicate":
-                quarantine.put(
-                    t_exact,
-                    hit[0],
-                    rec,
-                    field="text",
-                    value=hit[1],
-                    detail=f"an exact copy of {hit[1]}",
-                )
-                return
-            t_exact.n_out += 1
-            t_near.n_in += 1
-            if hit:
-                quarantine.put(
-                    t_near,
-                    hit[0],
-                    rec,
-                    field="text",
-                    value=hit[1],
-                    detail=f"a near-duplicate of {hit[1]}",
-                )
-                return
-            t_near.n_out += 1
+            reason = hit[0] if hit else None
+            for tally, what, drops in (
+                (t_exact, "an exact copy", reason not in (None, "near_duplicate")),
+                (t_near, "a near-duplicate", reason == "near_duplicate"),
+            ):
+                tally.n_in += 1
+                if drops:
+                    detail = f"{what} of {hit[1]}"
+                    quarantine.put(tally, reason, rec, field="text", value=hit[1], detail=detail)
+                    return
+                tally.n_out += 1
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             kept_facts.append((rec["id"], rec["label"], rec.get("group")))
 
