@@ -106,10 +106,10 @@ def _data_table(m: dict) -> None:
         table.add_row(s["step"], str(s["in"]), str(s["out"]), str(sum(s["dropped"].values())), why)
     console.print(table)
     kanon = m.get("pii", {}).get("k_anonymity")
-    if kanon and not kanon["passed"]:
+    if kanon and not kanon["meets_target"]:
         console.print(
             f"[yellow]warning:[/yellow] k-anonymity over {', '.join(kanon['quasi_identifiers'])} "
-            f"is {kanon['k']} (target {kanon['target']}): {kanon['records_below_target']} "
+            f"is {kanon['k']} (target {kanon['target']}): {kanon['n_records_below_target']} "
             "records sit in smaller classes; generalize or drop those columns before sharing"
         )
     for src in m.get("sources", []):

@@ -202,13 +202,18 @@ class SegmentConfig(Section):
 class AgreementConfig(Section):
     alpha_target: float = Field(0.85, ge=-1.0, le=1.0, description="Krippendorff's alpha goal.")
     item_threshold: float = Field(
-        0.67, ge=0.0, le=1.0, description="Items whose share agreeing with the majority is lower go to review."
+        0.67,
+        ge=0.0,
+        le=1.0,
+        description="Items whose share agreeing with the majority is lower go to review.",
     )
     review_share: float = Field(0.1, ge=0.0, le=1.0, description="Cross-review sample share.")
 
 
 class BackTranslationConfig(Section):
-    url: str = Field(description="Base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    url: str = Field(
+        description="Base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
     model: str = "default"
     pivot: str = Field("English", description="Language translated into and back from.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
@@ -226,7 +231,9 @@ class AugmentConfig(Section):
     ]
     rate: float = Field(0.1, gt=0.0, le=0.5, description="Share of words an op touches.")
     thesaurus: list[str] = Field([], description="Files: a word and its synonyms on each line.")
-    protect: list[str] = Field([], description="Term files never altered (plus segment.user_dicts).")
+    protect: list[str] = Field(
+        [], description="Term files never altered (plus segment.user_dicts)."
+    )
     back_translation: BackTranslationConfig | None = None
 
 

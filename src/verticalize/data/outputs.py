@@ -10,9 +10,11 @@ from collections import Counter
 from pathlib import Path
 from typing import IO
 
-from verticalize.config import Config, DataConfig
+from verticalize.config import Config
 from verticalize.data.manifest import StepTally
+from verticalize.data.pii import equivalence_class, k_anonymity_of_classes
 from verticalize.data.split import SPLITS
+from verticalize.runfolder import read_jsonl
 
 AUGMENT_CHUNK = 512  # train records augmented together (memory stays bounded)
 
@@ -52,7 +54,7 @@ class SplitWriter:
         }
         self.counts: Counter = Counter({s: 0 for s in SPLITS})
         self.label_counts: dict[str, Counter] = {s: Counter() for s in SPLITS}
-        self.qi_rows: Counter = Counter()
+        self.qi_classes: Counter = Counter()
         self.augment = cfg.data.augment if cfg.data.augment.enabled else None
         self.pending: list[dict] = []
         self.tally = StepTally("augment") if self.augment else None
@@ -63,11 +65,10 @@ class SplitWriter:
 
     def _setup_augment(self, base: Path, processor) -> None:
         from verticalize.data.augment import load_thesaurus
+        from verticalize.data.segment import read_term_file
 
         a = self.augment
         self.thesaurus = load_thesaurus([resolve_path(p, base) for p in a.thesaurus])
-        from verticalize.data.segment import read_term_file
-
         self.protected = {
             term
             for p in [*a.protect, *self.cfg.data.segment.user_dicts]
@@ -82,7 +83,7 @@ class SplitWriter:
         self._emit(split, rec)
         qis = self.cfg.data.pii.quasi_identifiers
         if qis:
-            self.qi_rows[tuple(str(rec.get("meta", {}).get(q)) for q in qis)] += 1
+            self.qi_classes[equivalence_class(rec.get("meta", {}), qis)] += 1
         if split == "train" and self.augment:
             self.pending.append(rec)
             if len(self.pending) >= AUGMENT_CHUNK:
@@ -121,26 +122,17 @@ class SplitWriter:
         return self.tally
 
     def k_anonymity(self) -> dict:
-        qis = self.cfg.data.pii.quasi_identifiers
-        k = min(self.qi_rows.values()) if self.qi_rows else 0
-        target = self.cfg.data.pii.k_anonymity
-        return {
-            "quasi_identifiers": qis,
-            "k": k,
-            "target": target,
-            "classes": len(self.qi_rows),
-            "records_below_target": sum(n for n in self.qi_rows.values() if n < target),
-            "passed": k >= target,
-        }
+        pii = self.cfg.data.pii
+        return k_anonymity_of_classes(self.qi_classes, pii.quasi_identifiers, pii.k_anonymity)
 
-    def manifest(self, split_of: dict, fold_of: dict, d: DataConfig, seed: int) -> dict:
+    def manifest(self) -> dict:
         """splits.json: the exact membership of every split (and fold), reproducible by seed."""
         ids: dict[str, list[str]] = {s: [] for s in SPLITS}
-        for rid, split in split_of.items():
+        for rid, split in self.split_of.items():
             ids[split].append(rid)
         out = {
-            "seed": seed,
-            "config": d.split.model_dump(),
+            "seed": self.cfg.seed,
+            "config": self.cfg.data.split.model_dump(),
             "group_aware": True,
             "counts": dict(self.counts),
             "label_counts": {s: dict(c) for s, c in self.label_counts.items()},
@@ -149,9 +141,9 @@ class SplitWriter:
             },
             "ids": {s: sorted(v) for s, v in ids.items()},
         }
-        if fold_of:
+        if self.fold_of:
             folds: dict[int, list[str]] = {}
-            for rid, k in fold_of.items():
+            for rid, k in self.fold_of.items():
                 folds.setdefault(k, []).append(rid)
             out["folds"] = {str(k): sorted(v) for k, v in sorted(folds.items())}
         return out
@@ -178,8 +170,7 @@ def read_split(cfg: Config, run_root: Path, name: str) -> list[dict]:
 
         key = run_key(cfg, run_root)
         return [json.loads(x) for x in decrypt_lines(enc, derive_key(key, "files")) if x.strip()]
-    with open(data_dir / f"{name}.jsonl", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(data_dir / f"{name}.jsonl")
 
 
 def reidentify_file(cfg: Config, run_root: Path, src: Path, dst: Path) -> Path:

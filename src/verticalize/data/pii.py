@@ -198,13 +198,20 @@ def reidentify(text: str, vault: dict[str, bytes], key: bytes) -> str:
     return TOKEN.sub(original, text)
 
 
+def equivalence_class(row: dict, quasi_identifiers: list[str]) -> str:
+    """The key of the row's k-anonymity equivalence class (its quasi-identifier values)."""
+    return json.dumps([row.get(q) for q in quasi_identifiers], default=str, ensure_ascii=False)
+
+
 def k_anonymity(rows: Iterable[dict], quasi_identifiers: list[str], target: int = 5) -> dict:
     """k (smallest equivalence class over the quasi-identifiers) and how many classes and
     records fall below `target`. Counts only: no quasi-identifier value is reported."""
-    classes = Counter(
-        json.dumps([row.get(q) for q in quasi_identifiers], default=str, ensure_ascii=False)
-        for row in rows
-    )
+    classes = Counter(equivalence_class(row, quasi_identifiers) for row in rows)
+    return k_anonymity_of_classes(classes, quasi_identifiers, target)
+
+
+def k_anonymity_of_classes(classes: Counter, quasi_identifiers: list[str], target: int) -> dict:
+    """The k_anonymity report from class sizes counted elsewhere (e.g. while streaming)."""
     small = [n for n in classes.values() if n < target]
     return {
         "quasi_identifiers": list(quasi_identifiers),

@@ -88,7 +88,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         vault: dict[str, bytes] = {}
         items: dict[str, dict] = {}
         annotated: list[dict] = []
-        kept_facts: list[tuple[str, str | None, str]] = []
+        kept_facts: list[tuple[str, str | None]] = []  # (id, label) of each kept record
 
         def keep(rec: dict, sig, key_, fh) -> None:
             hit = dedup.offer(rec, sig, key_)
@@ -104,7 +104,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     return
                 tally.n_out += 1
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            kept_facts.append((rec["id"], rec["label"], rec.get("group")))
+            kept_facts.append((rec["id"], rec["label"]))
 
         with open(work / "clean.jsonl", "w", encoding="utf-8") as fh:
             for out in map_records(processor, work / "ingested.jsonl", d):
@@ -158,7 +158,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
         _check_classes(cfg, facts, out_dir)
         split_of, fold_of = assign_splits(
-            [(rid, lab, dedup.find(rid)) for rid, lab, _ in facts], d.split, cfg.seed
+            [(rid, lab, dedup.find(rid)) for rid, lab in facts], d.split, cfg.seed
         )
         if not {"train", "test"} <= set(split_of.values()):
             raise DataError(
@@ -198,11 +198,11 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
     dropped: Counter = Counter()
     for t in steps:
         dropped.update(t.dropped)
-    write_json_atomic(out_dir / "splits.json", writer.manifest(split_of, fold_of, d, cfg.seed))
+    write_json_atomic(out_dir / "splits.json", writer.manifest())
     with open(out_dir / "dedup_clusters.jsonl", "w", encoding="utf-8") as fh:
         for row in dedup.cluster_rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    extras = _extras(cfg, out_dir, annotated, pii_counts, vault, key, writer, dedup)
+    extras = _extras(cfg, out_dir, annotated, pii_counts, vault, writer, dedup)
     encrypt_outputs(cfg, out_dir, key)
     manifest = {
         "name": cfg.name,
@@ -291,12 +291,12 @@ def _check_classes(cfg: Config, facts: list, out_dir: Path) -> None:
         )
 
 
-def _extras(cfg, out_dir, annotated, pii_counts, vault, key, writer, dedup) -> dict:
+def _extras(cfg, out_dir, annotated, pii_counts, vault, writer, dedup) -> dict:
     """Manifest sections for the optional steps (agreement, PII, dedup)."""
     d = cfg.data
     extras: dict = {
         "dedup": {
-            "exact_clusters": sum(1 for _ in dedup.exact_clusters),
+            "exact_clusters": len(dedup.exact_clusters),
             "near_clusters": len(dedup.near_clusters),
             "near": d.dedup.near.model_dump() if d.dedup.near.enabled else None,
         }
