@@ -384,7 +384,10 @@ def test_memory_stays_flat_as_the_input_grows():
 
 
 def test_error_mode_on_a_rule_names_the_line_without_leaking_pii(tmp_path):
-    write(tmp_path / "d.csv", 'text,label\n"fine text here",a\n"\x01\x02\x03\x04 call 13812345678",b\n')
+    write(
+        tmp_path / "d.csv",
+        'text,label\n"fine text here",a\n"\x01\x02\x03\x04 call 13812345678",b\n',
+    )
     cfg = _yaml(
         tmp_path,
         "data:\n  sources: [{path: d.csv}]\n  pii: {enabled: true}\n  on_bad_record: error\n",
