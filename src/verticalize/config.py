@@ -25,6 +25,16 @@ class Section(BaseModel):
 FORMATS = ("jsonl", "csv", "tsv", "lines", "parquet", "txt_folder", "labelstudio", "doccano")
 
 
+CHAT_LAYOUTS = ("alpaca", "sharegpt", "messages")
+
+
+class InstructionTemplate(Section):
+    name: str = Field(description="Shown in label counts and the report (e.g. 'condition').")
+    instruction: str = Field(description="The user turn, e.g. 'Which condition? {review}'.")
+    output: str = Field(description="The assistant turn, e.g. '{condition}'.")
+    system: str | None = None
+
+
 class Source(Section):
     path: str = Field(
         description="File (or folder for txt_folder) relative to the YAML, or "
@@ -56,6 +66,20 @@ class Source(Section):
     )
     sample: int | None = Field(None, gt=0, description="Keep a seeded random sample of N records.")
     encoding: str = "utf-8"
+    chat: Literal[CHAT_LAYOUTS] | None = Field(
+        None,
+        description="generation: the record is a conversation — alpaca (instruction/input/"
+        "output/system/history), sharegpt (conversations: [{from, value}]) or messages "
+        "(OpenAI messages: [{role, content}]).",
+    )
+    templates: list[InstructionTemplate] | None = Field(
+        None,
+        description="generation: build one instruction record per template from each row's "
+        "fields (Python format strings, e.g. '{review:.400}' keeps 400 characters).",
+    )
+    pretrain: bool = Field(
+        False, description="generation: unlabelled domain text for continued pre-training."
+    )
 
 
 # ---------------------------------------------------------------- validation rules (D2)
@@ -305,19 +329,73 @@ class LoraConfig(Section):
     )
 
 
-class ModelConfig(Section):
-    base: str = Field(
-        "all-MiniLM-L6-v2",
-        description="A bundled model name, a Hugging Face model folder, or a hub id (offline: cached).",
+class LayerReductionConfig(Section):
+    keep: int = Field(6, ge=1, description="Transformer layers kept; the others are removed.")
+    which: Literal["first", "spread"] = Field(
+        "first", description="first = the lowest N layers; spread = N evenly spaced layers."
     )
-    method: Literal["full", "freeze", "lora"] = "full"
+
+
+class VirtualTokensConfig(Section):
+    virtual_tokens: int = Field(20, ge=1, description="Trainable virtual tokens (PEFT).")
+    init_text: str | None = Field(
+        None, description="prompt tuning: initialise the virtual tokens from this text."
+    )
+
+
+METHODS = ("full", "freeze", "layer_reduction", "lora", "prompt_tuning", "prefix_tuning")
+
+
+class ModelConfig(Section):
+    base: str | None = Field(
+        None,
+        description="A bundled model name, a Hugging Face model folder, or a hub id (offline: "
+        "cached). Default: all-MiniLM-L6-v2 (classification), SmolLM2-135M-Instruct (generation).",
+    )
+    method: Literal[METHODS] = "full"
     max_length: int = Field(128, gt=0, le=8192)
     freeze: FreezeConfig = FreezeConfig()
     lora: LoraConfig = LoraConfig()
+    layer_reduction: LayerReductionConfig = LayerReductionConfig()
+    prompt: VirtualTokensConfig = VirtualTokensConfig()
+
+
+class GenerationConfig(Section):
+    stages: list[Literal["continued_pretraining", "sft"]] = Field(
+        ["sft"],
+        min_length=1,
+        description="Run in order: continued_pretraining on the `pretrain: true` sources, "
+        "then sft on the conversations.",
+    )
+    packing: bool = Field(
+        True, description="Pack several sequences into one row (no attention across them)."
+    )
+    block_size: int = Field(
+        1024, ge=16, le=32768, description="Tokens per packed row (and per pre-training block)."
+    )
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template (text, or a .jinja file next to the YAML) for "
+        "tokenizers without one; default: the tokenizer's own.",
+    )
+    pretrain_epochs: int = Field(1, ge=1)
+    pretrain_lr: float | None = Field(None, gt=0, description="Default: train.lr.")
+    incremental_from: str | None = Field(
+        None,
+        description="A previous run folder: start from its model/ and train only on records "
+        "its training split did not have.",
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096)
+    eval_generations: int = Field(
+        100, ge=1, description="Test conversations generated for BLEU / ROUGE / exact match."
+    )
+    report_samples: int = Field(10, ge=0, description="Generations shown before vs after.")
 
 
 class EarlyStopping(Section):
-    metric: str = "macro_f1"
+    metric: str | None = Field(
+        None, description="Default: macro_f1 (classification), loss (generation)."
+    )
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
 
 
@@ -363,19 +441,52 @@ class EvalConfig(Section):
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     domain: str = "general"
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "generation"] = "classification"
     seed: int = 42
     run_dir: str | None = Field(None, description="Default: runs/<name> under the current folder.")
     data: DataConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    generation: GenerationConfig = GenerationConfig()
 
     # where the YAML lives; relative source paths are resolved against it
     source_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
+    def _task_defaults(self) -> Config:
+        generation = self.task == "generation"
+        if self.model.base is None:
+            self.model.base = DEFAULT_BASE[self.task]
+        if self.train.early_stopping.metric is None:
+            self.train.early_stopping.metric = "loss" if generation else "macro_f1"
+        for i, src in enumerate(self.data.sources):
+            kinds = [k for k in ("chat", "templates", "pretrain") if getattr(src, k)]
+            if generation and len(kinds) != 1:
+                raise _SourceKindError(("data", "sources", i), kinds, generation)
+            if not generation and kinds:
+                raise _SourceKindError(("data", "sources", i, kinds[0]), kinds, generation)
+        if not generation and self.model.method in ("prompt_tuning", "prefix_tuning"):
+            raise ValueError(
+                f"model.method: {self.model.method} is available for task: generation. "
+                "Fix: use full, freeze, layer_reduction or lora for classification"
+            )
+        if generation and self.data.augment.enabled:
+            raise ValueError(
+                "data.augment: augmentation edits classification texts; it is not available "
+                "for task: generation. Fix: set data.augment.enabled: false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _labels_are_consistent(self) -> Config:
+        if self.task == "generation":
+            for i, t in enumerate(self.eval.targets):
+                if t.metric not in GENERATION_METRICS:
+                    raise _MetricError(
+                        ("eval", "targets", i, "metric"), t.metric, list(GENERATION_METRICS)
+                    )
+            return self
         labels = self.data.labels
         if self.data.label_bins and labels:
             for cls_name in self.data.label_bins:
@@ -401,6 +512,37 @@ AGGREGATE_METRICS = (
     "weighted_recall",
 )
 LATENCY_METRICS = ("latency_ms_per_example",)
+
+
+DEFAULT_BASE = {"classification": "all-MiniLM-L6-v2", "generation": "SmolLM2-135M-Instruct"}
+GENERATION_METRICS = (
+    "perplexity",
+    "bleu",
+    "rouge_1",
+    "rouge_2",
+    "rouge_l",
+    "exact_match",
+    "loss",
+    "latency_ms_per_example",
+)
+
+
+class _SourceKindError(ValueError):
+    def __init__(self, loc: tuple, kinds: list[str], generation: bool):
+        self.loc, self.value = loc, kinds
+        if generation:
+            msg = (
+                f"a generation source needs exactly one of chat, templates, pretrain (got {kinds})"
+            )
+            fix = (
+                "add `chat: alpaca|sharegpt|messages` for conversations, `templates:` to build "
+                "instructions from fields, or `pretrain: true` for unlabelled text"
+            )
+        else:
+            msg = f"{kinds[0]} is for task: generation"
+            fix = "remove it, or set task: generation"
+        self.fix = fix
+        super().__init__(msg)
 
 
 class _LabelError(ValueError):
@@ -529,6 +671,9 @@ def _format_validation_error(exc: ValidationError, file: str, index: dict) -> st
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"label {value!r} is not in the label set {ctx_err.labels}"
             fix = "use one of those labels, or add it to data.labels"
+        elif isinstance(ctx_err, _SourceKindError):
+            loc, value = ctx_err.loc, ctx_err.value
+            msg, fix = str(ctx_err), ctx_err.fix
         elif isinstance(ctx_err, _MetricError):
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"unknown metric {value!r}"

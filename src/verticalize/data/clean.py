@@ -68,9 +68,14 @@ def normalize_spans_text(text: str, cfg: CleanConfig) -> str:
 
 def normalize_record(record: dict, cfg: CleanConfig) -> dict:
     """A copy of `record` with normalized text: offset-preserving when it has "spans",
-    the full `normalize_text` otherwise."""
+    per message for a conversation, the full `normalize_text` otherwise."""
     if record.get("spans") is not None:
         return {**record, "text": normalize_spans_text(record["text"], cfg)}
+    if record.get("messages") is not None:
+        from verticalize.data.conversations import conversation_text
+
+        messages = [{**m, "content": normalize_text(m["content"], cfg)} for m in record["messages"]]
+        return {**record, "messages": messages, "text": conversation_text(messages)}
     return {**record, "text": normalize_text(record["text"], cfg)}
 
 

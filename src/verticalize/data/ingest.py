@@ -8,6 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from verticalize.config import DataConfig, Source
+from verticalize.data.conversations import (
+    ConversationError,
+    conversation_text,
+    from_row,
+    from_templates,
+    template_fields,
+)
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.readers import read_rows
 from verticalize.data.sources import ResolvedSource, resolve
@@ -52,6 +59,7 @@ FIXES = {
     "label_outside_bins": "correct the value, or widen data.label_bins",
     "bad_span": "give spans as [[start, end, TAG], …] with 0 <= start < end <= len(text)",
     "bad_encoding": "re-save the file as UTF-8, or set data.sources[].encoding",
+    "bad_conversation": "correct the record, or set data.sources[].chat to the layout it uses",
 }
 
 
@@ -94,6 +102,11 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
             _bad(cfg, quarantine, tally, reason, None, where, detail=detail)
             continue
         fields = row.fields
+        if src.chat or src.templates or src.pretrain:
+            made = list(_generation_records(index, src, res, fields, where, cfg, tally, quarantine))
+            tally.added += max(len(made) - 1, 0)  # templates make several records of one row
+            yield from made
+            continue
         text_field = "text" if res.format in ("lines", "txt_folder") else src.text
         text = fields.get(text_field)
         if text is None or not str(text).strip():
@@ -134,6 +147,55 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
             rec["annotations"] = annotations
         if src.group and fields.get(src.group) not in (None, ""):
             rec["group"] = f"{src.group}={fields[src.group]}"
+        yield rec
+
+
+def _generation_records(index, src, res, fields, where, cfg, tally, quarantine):
+    """Records of one row for the generation task: a pre-training text, one conversation,
+    or one conversation per template (kept in one split through a shared group)."""
+    rid = f"s{index}:{where['line']}"
+    if src.pretrain:
+        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+        text = fields.get(text_field)
+        if text is None or not str(text).strip():
+            _bad(
+                cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text
+            )
+            return
+        yield {"id": rid, "text": str(text), "label": "text", **where, "meta": {}}
+        return
+    try:
+        if src.templates:
+            built = from_templates(fields, src.templates)
+        else:
+            built = [(src.label_value or "chat", from_row(fields, src.chat))]
+    except ConversationError as e:
+        field = "templates" if src.templates else src.chat
+        _bad(cfg, quarantine, tally, "bad_conversation", fields, where, field=field, detail=str(e))
+        return
+    used = {
+        n
+        for t in src.templates or []
+        for s in (t.instruction, t.output, t.system or "")
+        for n in template_fields(s)
+    }
+    meta = {k: _jsonable(v) for k, v in fields.items() if k not in used and not isinstance(v, list)}
+    if src.fields is not None:
+        meta = {k: v for k, v in meta.items() if k in src.fields}
+    for name, messages in built:
+        rec = {
+            "id": rid if len(built) == 1 else f"{rid}:{name}",
+            "text": conversation_text(messages),
+            "messages": messages,
+            "label": name,
+            **where,
+            "meta": meta,
+        }
+        group = fields.get(src.group) if src.group else None
+        if group not in (None, ""):
+            rec["group"] = f"{src.group}={group}"
+        elif len(built) > 1:  # questions about one row must not straddle train and test
+            rec["group"] = f"row={rid}"
         yield rec
 
 

@@ -147,8 +147,16 @@ class PiiMasker:
         """A copy of `record` with `text` and string `meta` values desensitized (`fields`:
         the meta keys to scan, None = all) and `spans` moved to the new text; a span that
         overlaps a replacement is stretched to cover all of it."""
-        text, _, edits = self._replace(record["text"])
-        out = {**record, "text": text}
+        if record.get("messages"):  # each turn on its own; the text is rebuilt from them
+            from verticalize.data.conversations import conversation_text
+
+            messages = [
+                {**m, "content": self._replace(m["content"])[0]} for m in record["messages"]
+            ]
+            out = {**record, "messages": messages, "text": conversation_text(messages)}
+        else:
+            text, _, edits = self._replace(record["text"])
+            out = {**record, "text": text}
         if record.get("spans"):
             out["spans"] = [
                 [_moved(s[0], edits, end=False), _moved(s[1], edits, end=True), *s[2:]]

@@ -87,7 +87,7 @@ class RecordProcessor:
                 rec, "rules", violation.rule, violation.field, violation.value, violation.detail
             )
         rec = normalize_record(rec, self.cfg.clean)
-        if self.boilerplate is not None and "spans" not in rec:
+        if self.boilerplate is not None and "spans" not in rec and "messages" not in rec:
             rec["text"], _ = self.boilerplate.strip(rec["text"])
         problem = length_problem(rec["text"], self.cfg.clean)
         if problem:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,20 @@ def _gemma3() -> Path:
     return cached_model_folder(gemma3_270m_gguf())
 
 
+def _smollm2() -> Path:
+    from verticalize.models.gguf import cached_model_folder, smollm2_gguf
+
+    return cached_model_folder(smollm2_gguf())
+
+
 # bundled names -> a function returning a local Hugging Face folder
 BUNDLED: dict[str, Callable[[], Path]] = {
     "all-MiniLM-L6-v2": _minilm,
     "sentence-transformers/all-MiniLM-L6-v2": _minilm,
     "gemma-3-270m": _gemma3,
     "google/gemma-3-270m": _gemma3,
+    "SmolLM2-135M-Instruct": _smollm2,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2,
 }
 
 
@@ -35,7 +44,7 @@ def resolve_base(base: str) -> str:
         return str(BUNDLED[base]())
     path = Path(base).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise ModelError(
                 f"model.base: {base!r} is a folder without config.json. Fix: point it at a "
                 f"Hugging Face model folder, or use one of the bundled models: {', '.join(BUNDLED)}."
@@ -66,6 +75,27 @@ def load_sequence_classifier(base: str, labels: list[str]):
         label2id={lab: i for i, lab in enumerate(labels)},
         ignore_mismatched_sizes=True,
     )
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def load_causal_lm(base: str):
+    """(model, tokenizer) for a causal LM folder, or a folder holding a PEFT adapter
+    (prompt / prefix tuning) saved over its base model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    location = resolve_base(base)
+    tok = load_tokenizer(location)
+    adapter = Path(location) / "adapter_config.json"
+    if adapter.is_file():
+        from peft import PeftModel
+
+        base_path = json.loads(adapter.read_text())["base_model_name_or_path"]
+        model = _from_pretrained(AutoModelForCausalLM, base_path, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, location)
+    else:
+        model = _from_pretrained(AutoModelForCausalLM, location, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
 

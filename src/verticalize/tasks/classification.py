@@ -66,3 +66,40 @@ def predict_proba(model, dataset: EncodedRecords, pad_token_id: int, batch_size:
         ).logits
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+def classification_recipe(
+    train_set: EncodedRecords,
+    val_set: EncodedRecords,
+    val_labels: list[str],
+    labels: list[str],
+    pad_token_id: int,
+    label_smoothing: float,
+    eval_batch_size: int,
+):
+    """The training loop's view of the task: cross-entropy on labels, validation metrics."""
+    import torch.nn.functional as F
+
+    from verticalize.evaluate.metrics import classification_metrics
+    from verticalize.train.loop import Recipe
+
+    def loss(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        ce = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=label_smoothing)
+        return ce, len(batch["labels"])
+
+    def evaluate(model) -> dict:
+        probs = predict_proba(model, val_set, pad_token_id, eval_batch_size)
+        preds = [labels[i] for i in probs.argmax(axis=1)]
+        m = classification_metrics(val_labels, preds, labels)
+        gold = torch.tensor([labels.index(y) for y in val_labels])
+        m["loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12), gold))
+        return m
+
+    return Recipe(
+        items=train_set,
+        collate=make_collate(pad_token_id),
+        loss=loss,
+        weight=lambda item: 1,
+        evaluate=evaluate,
+    )

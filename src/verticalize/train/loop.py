@@ -1,8 +1,9 @@
-"""The classification training recipe: one explicit loop on Accelerate (T1–T4).
+"""The training recipe: one explicit loop on Accelerate (T1–T4), shared by every task.
 
 setup → for each epoch, for each optimizer step: accumulate micro-batches, clip, step,
 schedule → evaluate, early-stop, checkpoint → restore the best weights.
-The data order of epoch e is a permutation seeded by (seed, e), so a resumed run sees the
+A task hands the loop a `Recipe`: its items, how to batch them, its loss and its
+validation. The data order of epoch e is seeded by (seed, e), so a resumed run sees the
 same batches as an uninterrupted one; RNG states travel in the checkpoint.
 """
 
@@ -10,19 +11,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
-from verticalize.config import Config
+from verticalize.config import TrainConfig
 from verticalize.console import progress_bar
-from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
-from verticalize.tasks.classification import EncodedRecords, make_collate, predict_proba
+from verticalize.evaluate.metrics import lower_is_better, metric_value
 from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -34,6 +34,19 @@ from verticalize.train.schedules import build_scheduler
 from verticalize.train.trackers import MetricsLog
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+@dataclass
+class Recipe:
+    """What a task gives the loop."""
+
+    items: Sequence[dict]  # training items, each with input_ids
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]]
+    loss: Callable  # (model, batch) -> (mean loss over the batch, its weight)
+    weight: Callable[[dict], int]  # an item's share of a step's loss: 1, or labelled tokens
+    evaluate: Callable  # (model) -> validation metrics, "loss" included
+    order: Callable[[int], list[int]] | None = None  # epoch -> item order (default: shuffled)
+    label: str = "train"  # progress-bar and log name
 
 
 @dataclass
@@ -70,22 +83,13 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     return value < best if lower_is_better(metric) else value > best
 
 
-def train_classifier(
-    cfg: Config,
-    model,
-    tokenizer,
-    train_set: EncodedRecords,
-    val_set: EncodedRecords,
-    val_labels: list[str],
-    labels: list[str],
-    out_dir: Path,
-) -> TrainOutcome:
+def train_model(t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path) -> TrainOutcome:
     """Train `model` in place; on return it holds the best weights seen on validation."""
-    t = cfg.train
     accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
     per_step = t.batch_size * t.grad_accum_steps
-    steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / per_step)
+    items = recipe.items
+    steps_per_epoch = math.ceil(math.ceil(len(items) / world) / per_step)
     total_steps = steps_per_epoch * t.epochs
     eval_every = t.eval_every or steps_per_epoch
     ckpt_every = t.checkpoint_every or eval_every
@@ -94,7 +98,6 @@ def train_classifier(
     optimizer = _optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    collate = make_collate(tokenizer.pad_token_id)
     ckpt_root = out_dir / "checkpoints"
 
     state = {
@@ -121,17 +124,10 @@ def train_classifier(
     started = time.perf_counter()
 
     def evaluate_and_checkpoint(epoch: int) -> None:
-        probs = predict_proba(
-            accelerator.unwrap_model(model), val_set, tokenizer.pad_token_id, t.eval_batch_size
-        )
-        preds = [labels[i] for i in probs.argmax(axis=1)]
-        m = classification_metrics(val_labels, preds, labels)
-        gold = torch.tensor([labels.index(y) for y in val_labels])
-        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(probs) + 1e-12), gold))
-        m["loss"] = val_loss
+        m = recipe.evaluate(accelerator.unwrap_model(model))
         value = metric_value(m, metric)
-        row = {"event": "eval", "epoch": epoch, "step": state["step"], "val_loss": val_loss}
-        row |= {f"val_{k}": v for k, v in m.items() if isinstance(v, float)}
+        row = {"event": "eval", "epoch": epoch, "step": state["step"], "val_loss": m["loss"]}
+        row |= {f"val_{k}": v for k, v in m.items() if isinstance(v, float) and k != "loss"}
         log.log(row)
         if _improved(value, state["best"], metric):
             state.update(best=value, best_step=state["step"], bad_evals=0)
@@ -145,42 +141,41 @@ def train_classifier(
         model.train()
 
     with progress_bar() as bar:
-        task = bar.add_task("train", total=total_steps, completed=state["step"], info="")
+        task = bar.add_task(recipe.label, total=total_steps, completed=state["step"], info="")
         model.train()
         for epoch in range(state["epoch"], t.epochs):
             if state["stopped_early"]:
                 break
-            order = _epoch_order(len(train_set), cfg.seed, epoch, rank, world)
+            if recipe.order is not None:
+                order = recipe.order(epoch)[rank::world]
+            else:
+                order = _epoch_order(len(items), seed, epoch, rank, world)
             steps = [order[i : i + per_step] for i in range(0, len(order), per_step)]
             for step_idx in range(state["step_in_epoch"], len(steps)):
                 tick = time.perf_counter()
                 group = steps[step_idx]
                 micro = [group[i : i + t.batch_size] for i in range(0, len(group), t.batch_size)]
                 total_loss = 0.0
+                group_weight = max(sum(recipe.weight(items[i]) for i in group), 1)
                 for j, idx in enumerate(micro):
                     batch = {
                         k: v.to(accelerator.device)
-                        for k, v in collate([train_set[i] for i in idx]).items()
+                        for k, v in recipe.collate([items[i] for i in idx]).items()
                     }
                     sync = j == len(micro) - 1
                     with (
                         nullcontext() if sync else accelerator.no_sync(model),
                         accelerator.autocast(),
                     ):
-                        logits = model(
-                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                        ).logits
-                        loss = F.cross_entropy(
-                            logits.float(), batch["labels"], label_smoothing=t.label_smoothing
-                        )
+                        loss, weight = recipe.loss(model, batch)
                         if t.l1 > 0:
                             loss = loss + t.l1 * sum(
                                 p.abs().sum()
                                 for n, p in model.named_parameters()
                                 if p.requires_grad and p.dim() > 1
                             )
-                        accelerator.backward(loss * len(idx) / len(group))
-                    total_loss += loss.item() * len(idx) / len(group)
+                        accelerator.backward(loss * weight / group_weight)
+                    total_loss += loss.item() * weight / group_weight
                 if t.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 lr = scheduler.get_last_lr()[0]
@@ -198,6 +193,8 @@ def train_classifier(
                         "loss": total_loss,
                         "lr": lr,
                         "examples_per_s": len(group) / max(elapsed, 1e-9),
+                        "tokens_per_s": sum(len(items[i]["input_ids"]) for i in group)
+                        / max(elapsed, 1e-9),
                         "rss_mb": process.memory_info().rss / 2**20,
                     }
                 )

@@ -13,8 +13,8 @@ from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
-from verticalize.tasks.classification import EncodedRecords
-from verticalize.train.loop import train_classifier
+from verticalize.tasks.classification import EncodedRecords, classification_recipe
+from verticalize.train.loop import train_model
 
 STATE = "run_state.json"
 
@@ -55,16 +55,16 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     label2id = {lab: i for i, lab in enumerate(labels)}
     train_set = EncodedRecords(train_records, tokenizer, label2id, cfg.model.max_length)
     val_set = EncodedRecords(val_records, tokenizer, label2id, cfg.model.max_length)
-    outcome = train_classifier(
-        cfg,
-        model,
-        tokenizer,
+    recipe = classification_recipe(
         train_set,
         val_set,
         [r["label"] for r in val_records],
         labels,
-        out_dir,
+        tokenizer.pad_token_id,
+        cfg.train.label_smoothing,
+        cfg.train.eval_batch_size,
     )
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir)
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
 
