@@ -569,6 +569,11 @@ def check_metric_name(name: str, labels: list[str] | None, loc: tuple) -> None:
     raise _MetricError(loc, name, list(AGGREGATE_METRICS + LATENCY_METRICS) + ["f1:<label>"])
 
 
+def yaml_dir(cfg: Config) -> Path | None:
+    """The folder of the YAML the config came from (relative paths start there)."""
+    return cfg.source_file.parent if cfg.source_file else None
+
+
 def default_config_text(name: str = "my-domain-model") -> str:
     """The commented YAML `verticalize init` writes."""
     from importlib.resources import files

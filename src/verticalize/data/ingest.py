@@ -13,7 +13,6 @@ from verticalize.data.conversations import (
     conversation_text,
     from_row,
     from_templates,
-    template_fields,
 )
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.readers import read_rows
@@ -173,13 +172,7 @@ def _generation_records(index, src, res, fields, where, cfg, tally, quarantine):
         field = "templates" if src.templates else src.chat
         _bad(cfg, quarantine, tally, "bad_conversation", fields, where, field=field, detail=str(e))
         return
-    used = {
-        n
-        for t in src.templates or []
-        for s in (t.instruction, t.output, t.system or "")
-        for n in template_fields(s)
-    }
-    meta = {k: _jsonable(v) for k, v in fields.items() if k not in used and not isinstance(v, list)}
+    meta = {k: _jsonable(v) for k, v in fields.items() if not isinstance(v, list | dict)}
     if src.fields is not None:
         meta = {k: v for k, v in meta.items() if k in src.fields}
     for name, messages in built:

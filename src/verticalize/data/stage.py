@@ -206,7 +206,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
     encrypt_outputs(cfg, out_dir, key)
     manifest = {
         "name": cfg.name,
-        "in": t_ingest.n_in,
+        "in": t_ingest.n_in + t_ingest.added,  # rows read, plus records templates made
+        "rows_read": t_ingest.n_in,
         "out": sum(writer.counts.values()),
         "dropped": dict(dropped),
         "steps": [t.as_dict() for t in steps],

@@ -46,7 +46,8 @@ def line_chart(series: dict[str, list[tuple[float, float]]], title: str) -> str:
             line = " ".join(to_svg(x, y) for x, y in pts)
             parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{line}"/>')
             parts.append(
-                f'<text x="{40 + 170 * i}" y="16" fill="{c}" font-size="12">{html.escape(name)}</text>'
+                f'<text x="{40 + 260 * (i % 2)}" y="{14 + 13 * (i // 2)}" fill="{c}" '
+                f'font-size="12">{html.escape(name)}</text>'
             )
     parts.append(f'<text x="{width - 120}" y="{height - 8}" font-size="11">step →</text></svg>')
     return "".join(parts)
@@ -93,22 +94,27 @@ def write_report(report: dict, history: list[dict], out_dir: Path) -> tuple[Path
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
     write_json_atomic(json_path, report)
-    train_rows = [r for r in history if r.get("event") == "train"]
-    eval_rows = [r for r in history if r.get("event") == "eval"]
-    loss_chart = line_chart(
-        {
-            "train loss": [(r["step"], r["loss"]) for r in train_rows],
-            "validation loss": [(r["step"], r["val_loss"]) for r in eval_rows],
-        },
-        "loss curves",
-    )
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in history:  # one train and one validation line per training stage
+        stage = f"{r['stage']} " if r.get("stage") else ""
+        if r.get("event") == "train":
+            series.setdefault(f"{stage}train loss", []).append((r["step"], r["loss"]))
+        elif r.get("event") == "eval":
+            series.setdefault(f"{stage}validation loss", []).append((r["step"], r["val_loss"]))
+    loss_chart = line_chart(series, "loss curves")
+    env = Environment(autoescape=True)
+    if report["task"] == "generation":
+        template = env.from_string(
+            (files("verticalize.evaluate") / "generation_report.html.j2").read_text("utf-8")
+        )
+        html_path.write_text(template.render(r=report, loss_chart=loss_chart), encoding="utf-8")
+        return json_path, html_path
     per_class = {
         lab: {"model": v["f1"]} for lab, v in report["model"]["metrics"]["per_class"].items()
     }
     for name, base in report["baselines"].items():
         for lab, v in base["metrics"]["per_class"].items():
             per_class[lab][name] = v["f1"]
-    env = Environment(autoescape=True)
     env.globals["heat_colour"] = heat_colour
     template = env.from_string(
         (files("verticalize.evaluate") / "report.html.j2").read_text(encoding="utf-8")

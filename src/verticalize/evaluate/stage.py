@@ -58,23 +58,24 @@ def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
     return " ".join(parts) or "No baseline was configured."
 
 
-def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
-    data_m = folder.require("data", "eval")
-    train_m = folder.require("train", "eval")
-    fp = fingerprint(
-        cfg.eval.model_dump(mode="json"),
-        train_m["fingerprint"],
-        data_m["fingerprint"],
-        cfg.name,
-        cfg.domain,
-    )
-    if not force and folder.is_current("eval", fp):
-        return StageResult("eval", skipped=True, manifest=folder.read_manifest("eval"))
-    started = time.perf_counter()
+def training_history(train_dir, stages: list[str]) -> list[dict]:
+    """metrics.jsonl rows of the training run; a generation run's stages one after another
+    on a single step axis, each row tagged with its stage."""
+    rows: list[dict] = []
+    for sub in ["", *stages]:
+        path = train_dir / sub / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        offset = max((r["step"] for r in rows), default=0)
+        rows += [{**r, "step": r["step"] + offset, "stage": sub or None} for r in read_jsonl(path)]
+    return rows
+
+
+def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], out_dir):
+    """Classification: the model and the baselines on the test split; predictions.jsonl."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     labels = data_m["labels"]
-    test = read_split(cfg, folder.root, "test")
     fit_on = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
     model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
@@ -91,14 +92,12 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
 
     baselines = {}
+    b_preds = None
     if "tfidf_lr" in cfg.eval.baselines:
         console.print("eval: fitting the TF-IDF + logistic-regression baseline")
         b = tfidf_lr(fit_on, test, labels, cfg.eval.tfidf_analyzer)
         b_preds = b.pop("predictions")
         baselines["tfidf_lr"] = b
-    else:
-        b_preds = None
-    out_dir = folder.stage_dir("eval")
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
@@ -112,6 +111,40 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
             for i, (r, p) in enumerate(zip(test, preds, strict=True))
         ),
     )
+    report = {
+        "model": {"path": str(folder.model_dir), "metrics": metrics},
+        "baselines": baselines,
+        "verdict": verdict(metrics, baselines),
+        "summary_metrics": SUMMARY,
+    }
+    return report, infer_s
+
+
+def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
+    data_m = folder.require("data", "eval")
+    train_m = folder.require("train", "eval")
+    fp = fingerprint(
+        cfg.eval.model_dump(mode="json"),
+        train_m["fingerprint"],
+        data_m["fingerprint"],
+        cfg.name,
+        cfg.domain,
+    )
+    if not force and folder.is_current("eval", fp):
+        return StageResult("eval", skipped=True, manifest=folder.read_manifest("eval"))
+    started = time.perf_counter()
+    test = read_split(cfg, folder.root, "test")
+    out_dir = folder.stage_dir("eval")
+    if cfg.task == "generation":
+        from verticalize.evaluate.generation import SUMMARY as GEN_SUMMARY
+        from verticalize.evaluate.generation import evaluate_generation
+
+        report = evaluate_generation(cfg, folder.model_dir, train_m["base_model"], test)
+        report |= {"baselines": {}, "summary_metrics": GEN_SUMMARY}
+        infer_s = report["model"]["metrics"].get("latency_ms_per_example", 0) / 1000
+    else:
+        report, infer_s = _classify(cfg, folder, data_m, test, out_dir)
+    metrics = report["model"]["metrics"]
     eval_s = time.perf_counter() - started
     timing = {
         "data_s": data_m.get("seconds"),
@@ -124,11 +157,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "task": cfg.task,
         "name": cfg.name,
         "domain": cfg.domain,
-        "model": {"path": str(folder.model_dir), "metrics": metrics},
-        "baselines": baselines,
+        **report,
         "targets": check_targets(cfg.eval.targets, metrics),
-        "verdict": verdict(metrics, baselines),
-        "summary_metrics": SUMMARY,
         "test_size": len(test),
         "train": {
             k: train_m.get(k)
@@ -143,7 +173,10 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
                 "best_step",
                 "stopped_early",
                 "resumed_from",
+                "packing",
+                "stages",
             )
+            if k in train_m
         },
         "data": {
             k: data_m.get(k)
@@ -152,14 +185,13 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "timing": timing,
         "verticalize_version": __version__,
     }
-    history_path = folder.stage_dir("train") / "metrics.jsonl"
-    history = read_jsonl(history_path) if history_path.is_file() else []
+    history = training_history(folder.stage_dir("train"), cfg.generation.stages)
     json_path, html_path = write_report(report, history, out_dir)
     manifest = folder.write_manifest(
         "eval",
         {
             "in": len(test),
-            "out": len(preds),
+            "out": len(test),
             "dropped": {},
             "fingerprint": fp,
             "complete": True,

@@ -42,6 +42,16 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     write_json_atomic(state_file, {"fingerprint": fp})
 
     set_seed(cfg.seed)  # before the head is initialised
+    if cfg.task == "generation":
+        from verticalize.train.generation import train_generation
+
+        shutil.rmtree(folder.model_dir, ignore_errors=True)
+        fields = train_generation(cfg, folder, out_dir)
+        manifest = folder.write_manifest(
+            "train",
+            {**fields, "model_dir": str(folder.model_dir), "fingerprint": fp, "complete": True},
+        )
+        return StageResult("train", False, manifest, {"model": str(folder.model_dir)})
     labels = data_manifest["labels"]
     train_records = read_split(cfg, folder.root, "train")
     val_records = read_split(cfg, folder.root, "validation") or train_records
