@@ -38,7 +38,13 @@ def test_wrong_type_names_value_and_fix(csv_project):
 
 def test_wrong_choice_lists_allowed_values(csv_project):
     cfg = csv_project("model:\n  method: qlora\n")
-    _fails(run_cli("train", str(cfg)), 2, "model.method", "'qlora'", "'lora', 'prompt_tuning' or 'prefix_tuning'")
+    _fails(
+        run_cli("train", str(cfg)),
+        2,
+        "model.method",
+        "'qlora'",
+        "'lora', 'prompt_tuning' or 'prefix_tuning'",
+    )
 
 
 def test_missing_data_file(tmp_path):

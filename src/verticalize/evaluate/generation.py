@@ -35,9 +35,8 @@ def score_model(model, tokenizer, test: list[dict], cfg: Config) -> tuple[dict, 
     text_rows = [
         padded_row(e) for r in texts for e in encode_text(tokenizer, r["text"], g.block_size)
     ]
-    bs = cfg.eval.batch_size
-    nll_a, n_a = negative_log_likelihood(model, answer_rows, tokenizer.pad_token_id, bs)
-    nll_t, n_t = negative_log_likelihood(model, text_rows, tokenizer.pad_token_id, bs)
+    nll_a, n_a = negative_log_likelihood(model, answer_rows, tokenizer.pad_token_id)
+    nll_t, n_t = negative_log_likelihood(model, text_rows, tokenizer.pad_token_id)
     m: dict = {"perplexity": perplexity(nll_a + nll_t, n_a + n_t)}
     if answer_rows:
         m["perplexity_answers"] = perplexity(nll_a, n_a)

@@ -198,10 +198,11 @@ def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     logits = model(**inputs).logits
     labels = batch["labels"]
     logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual-token positions
-    target = labels[:, 1:]
+    # shift the labels, not the logits: no copy of the (tokens × vocabulary) logits
+    target = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     n = int((target != IGNORE).sum())
     loss = F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+        logits.reshape(-1, logits.shape[-1]).float(),
         target.reshape(-1),
         ignore_index=IGNORE,
         reduction="sum",
@@ -210,18 +211,26 @@ def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def negative_log_likelihood(model, rows: list[dict], pad_token_id: int, batch_size: int):
-    """(summed NLL, labelled tokens) over `rows`, in length-sorted batches."""
+def negative_log_likelihood(model, rows: list[dict], pad_token_id: int, max_tokens: int = 4096):
+    """(summed NLL, labelled tokens) over `rows`, in length-sorted batches of at most
+    `max_tokens` padded tokens (the logits, tokens × vocabulary, dominate memory)."""
     model.eval()
     collate = make_lm_collate(pad_token_id)
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    total, count = 0.0, 0
-    for s in range(0, len(order), batch_size):
-        batch = collate([rows[i] for i in order[s : s + batch_size]])
+    total, count, start = 0.0, 0, 0
+    while start < len(order):
+        end = start + 1
+        while (
+            end < len(order)
+            and (end - start + 1) * len(rows[order[end]]["input_ids"]) <= max_tokens
+        ):
+            end += 1
+        batch = collate([rows[i] for i in order[start:end]])
         mean, n = lm_loss(model, {k: v.to(device) for k, v in batch.items()})
         total += float(mean) * n
         count += n
+        start = end
     return total, count
 
 

@@ -74,7 +74,7 @@ def lm_recipe(
     rows: list[dict], val_rows: list[dict], cfg: Config, packing: bool, pad_id: int, label: str
 ) -> Recipe:
     def evaluate(model) -> dict:
-        nll, n = negative_log_likelihood(model, val_rows, pad_id, cfg.train.eval_batch_size)
+        nll, n = negative_log_likelihood(model, val_rows, pad_id)
         return {"loss": nll / max(n, 1), "perplexity": perplexity(nll, n)}
 
     order = None

