@@ -192,12 +192,19 @@ def make_lm_collate(pad_token_id: int):
     return collate
 
 
+def lm_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits for a collated batch, one per input position."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    # no KV cache: transformers only derives the packed (block-diagonal) mask from restarting
+    # position ids when there is no cache, and training has no use for one
+    logits = model(**inputs, use_cache=False).logits
+    return logits[:, -batch["input_ids"].shape[1] :]  # prompt tuning prepends virtual tokens
+
+
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """(mean next-token cross-entropy over the labelled positions, how many there are)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits
+    logits = lm_logits(model, batch)
     labels = batch["labels"]
-    logits = logits[:, -labels.shape[1] :]  # prompt tuning prepends virtual-token positions
     # shift the labels, not the logits: no copy of the (tokens × vocabulary) logits
     target = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     n = int((target != IGNORE).sum())
