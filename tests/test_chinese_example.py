@@ -40,3 +40,24 @@ def test_chinese_example_runs_with_gemma_lora(tmp_path):
     assert tok.unk_token_id not in ids["input_ids"][0].tolist()  # Chinese is really tokenized
     with torch.no_grad():
         assert model(**ids).logits.shape == (1, 2)
+
+
+def test_chinese_generation_example_with_an_explicit_template(tmp_path):
+    pytest.importorskip("gguf")
+    run_dir = tmp_path / "run"
+    sets = [f"data.sources.{i}.sample={n}" for i, n in enumerate([4, 4, 6, 6, 6, 6, 6])]
+    r = run_cli(
+        "run",
+        str(ROOT / "examples/medical-terms-zh/verticalize.yaml"),
+        *shortened(run_dir, *sets, "train.epochs=1", "generation.eval_generations=4"),
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((run_dir / "eval/report.json").read_text())
+    assert report["task"] == "generation" and report["model"]["metrics"]["chinese"] is True
+    assert report["base_model"]["name"] == "gemma-3-270m"
+    # the configured template is saved with the model, so serving renders turns the same way
+    saved = (run_dir / "model/chat_template.jinja").read_text(encoding="utf-8")
+    assert "<start_of_turn>" in saved
+    sample = report["samples"][0]
+    assert sample["reference"] in {"疾病", "药品", "症状", "检查", "食物"}

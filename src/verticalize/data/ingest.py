@@ -101,20 +101,17 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
             _bad(cfg, quarantine, tally, reason, None, where, detail=detail)
             continue
         fields = row.fields
+        rid = f"s{index}:{row.source or row.line}"
         if src.chat or src.templates or src.pretrain:
-            made = list(_generation_records(index, src, res, fields, where, cfg, tally, quarantine))
+            made = list(_generation_records(rid, src, res, fields, where, cfg, tally, quarantine))
             tally.added += max(len(made) - 1, 0)  # templates make several records of one row
             yield from made
             continue
-        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
-        text = fields.get(text_field)
-        if text is None or not str(text).strip():
-            _bad(
-                cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text
-            )
+        text = _text_of(src, res, fields, where, cfg, tally, quarantine)
+        if text is None:
             continue
-        text = str(text)
-        rec = {"id": f"s{index}:{row.source or row.line}", "text": text}
+        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+        rec = {"id": rid, "text": text}
         spans, reason = _spans(fields.get(src.spans or "spans"), len(text))
         if reason:
             field = src.spans or "spans"
@@ -149,19 +146,23 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
         yield rec
 
 
-def _generation_records(index, src, res, fields, where, cfg, tally, quarantine):
+def _text_of(src, res, fields, where, cfg, tally, quarantine) -> str | None:
+    """The row's text, or None once the row is quarantined as missing_text."""
+    text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+    text = fields.get(text_field)
+    if text is None or not str(text).strip():
+        _bad(cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text)
+        return None
+    return str(text)
+
+
+def _generation_records(rid, src, res, fields, where, cfg, tally, quarantine):
     """Records of one row for the generation task: a pre-training text, one conversation,
     or one conversation per template (kept in one split through a shared group)."""
-    rid = f"s{index}:{where['line']}"
     if src.pretrain:
-        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
-        text = fields.get(text_field)
-        if text is None or not str(text).strip():
-            _bad(
-                cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text
-            )
-            return
-        yield {"id": rid, "text": str(text), "label": "text", **where, "meta": {}}
+        text = _text_of(src, res, fields, where, cfg, tally, quarantine)
+        if text is not None:
+            yield {"id": rid, "text": text, "label": "text", **where, "meta": {}}
         return
     try:
         if src.templates:
