@@ -156,6 +156,7 @@ def train_ours(seqs: list[Encoded], held: list[Encoded], block_size: int) -> dic
             for r in map(json.loads, (Path(tmp) / "metrics.jsonl").read_text().splitlines())
             if r["event"] == "train"
         ]
+    log("ours step losses: " + " ".join(f"{r['loss']:.3f}" for r in steps))
     loss = held_out_loss(model, held, tok.pad_token_id)
     del model
     gc.collect()
@@ -197,7 +198,7 @@ def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) ->
             warmup_steps=0,
             weight_decay=0.0,
             max_grad_norm=1.0,
-            logging_steps=5,
+            logging_steps=1,
             save_strategy="no",
             report_to=[],
             use_cpu=True,
@@ -213,6 +214,8 @@ def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) ->
             start = time.perf_counter()
             out = trainer.train()
             seconds = time.perf_counter() - start
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    log("baseline step losses: " + " ".join(f"{x:.3f}" for x in losses))
     loss = held_out_loss(model, held, pad)
     result = {
         "steps": out.global_step,
@@ -243,8 +246,19 @@ def rss_child(method: str, steps: int, block_size: int) -> None:
             json.loads(x).get("rss_mb", 0)
             for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()
         ]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()
     print(json.dumps({"method": method, "peak_rss_mb": peak, "max_step_rss_mb": max(step_rss)}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
+    exec, so a child would report the parent's RSS at fork time when that is larger."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def peak_rss(method: str, steps: int, block_size: int) -> dict:

@@ -94,3 +94,19 @@ def test_unknown_base_offline_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="without config.json"):
         resolve_base(str(tmp_path / "empty"))
+
+
+def test_layer_reduction_saves_and_reloads_a_smaller_encoder(minilm, tmp_path):
+    model, tok = minilm
+    model = adapt(model, ModelConfig(method="layer_reduction", layer_reduction={"keep": 3}))
+    assert len(transformer_layers(model)) == 3 and model.config.num_hidden_layers == 3
+    total, trainable = count_parameters(model)
+    assert total == trainable and total < 20_000_000
+    model.eval()
+    ids = tok(["the tablets helped a lot"], return_tensors="pt")
+    with torch.no_grad():
+        before = model(**ids).logits
+    model.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**ids).logits, before)
