@@ -218,9 +218,11 @@ def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def negative_log_likelihood(model, rows: list[dict], pad_token_id: int, max_tokens: int = 4096):
+def negative_log_likelihood(model, rows: list[dict], pad_token_id: int, max_tokens: int = 0):
     """(summed NLL, labelled tokens) over `rows`, in length-sorted batches of at most
-    `max_tokens` padded tokens (the logits, tokens × vocabulary, dominate memory)."""
+    `max_tokens` padded tokens (default: about 1 GB of fp32 logits, tokens × vocabulary,
+    which dominate memory: 5,000 tokens for SmolLM2, 1,000 for Gemma's 262k vocabulary)."""
+    max_tokens = max_tokens or max(256, (256 << 20) // model.config.vocab_size)
     model.eval()
     collate = make_lm_collate(pad_token_id)
     device = next(model.parameters()).device
