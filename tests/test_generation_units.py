@@ -15,6 +15,7 @@ from verticalize.models.load import load_causal_lm, load_tokenizer, resolve_base
 from verticalize.tasks.generation import (
     IGNORE,
     Encoded,
+    bucketed_order,
     encode_conversation,
     lm_logits,
     lm_loss,
@@ -296,3 +297,38 @@ def test_templates_fill_fields_and_truncate():
     )
     with pytest.raises(ConversationError, match="'condition' is empty"):
         from_templates({"review": "x", "condition": ""}, t)
+
+
+def test_prefix_tuning_trains_only_the_prefix():
+    model = tiny_llama()
+    model.config.pad_token_id = 0
+    model = adapt(
+        model, ModelConfig(method="prefix_tuning", prompt={"virtual_tokens": 4}), "CAUSAL_LM"
+    )
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names == ["prompt_encoder.default.embedding.weight"]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    seqs = [Encoded([5, 6, 7, 8, 9], [IGNORE, IGNORE, 7, 8, 9]), Encoded([3, 4, 5], [IGNORE, 4, 5])]
+    batch = make_lm_collate(0)([padded_row(s) for s in seqs])
+    loss, n = lm_loss(model, batch)
+    assert n == 5 and torch.isfinite(loss)
+    loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0).step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == set(names)
+
+
+def test_bucketed_order_is_a_permutation_of_similar_lengths():
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(5, 500, (400,), generator=g).tolist()
+    order = bucketed_order(lengths, 8, torch.Generator().manual_seed(0))
+    assert sorted(order) == list(range(400))
+    spread = [
+        max(lengths[i] for i in order[k : k + 8]) - min(lengths[i] for i in order[k : k + 8])
+        for k in range(0, 400, 8)
+    ]
+    random_spread = [max(lengths[k : k + 8]) - min(lengths[k : k + 8]) for k in range(0, 400, 8)]
+    assert sum(spread) < sum(random_spread) / 4  # batches hold similar lengths: little padding
+    assert order != bucketed_order(
+        lengths, 8, torch.Generator().manual_seed(1)
+    )  # reshuffled per epoch
