@@ -340,6 +340,8 @@ def main() -> None:
         "ours_tokens_per_s": round(ours_rate, 2),
         "baseline_tokens_per_s": round(base_rate, 2),
         "ratio": round(ours_rate / base_rate, 3),
+        # without our loop's end-of-epoch checkpoint and best-weights restore
+        "ratio_steps_only": round(base["seconds"] / ours["step_seconds"], 3),
         "ours_train_loss_mean": round(ours["train_loss_mean"], 4),
         "baseline_train_loss_mean": round(base["train_loss_mean"], 4),
         "start_loss": round(ours["start_loss"], 4),
@@ -354,6 +356,8 @@ def main() -> None:
         "full_max_step_rss_mb": round(rss["full"]["max_step_rss_mb"], 1),
         "lora_max_step_rss_mb": round(rss["lora"]["max_step_rss_mb"], 1),
         "seconds": round(time.perf_counter() - started, 1),
+        # above the torch thread count: something else competed for the cores
+        "load_avg_1_5_15m_end": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result))
 

@@ -76,7 +76,7 @@ def test_lora_run_resumes_from_a_checkpoint_and_ends_the_same(tmp_path):
     shutil.rmtree(first / "model")
     (first / "train/manifest.json").unlink()
     r = _ok(run_cli("train", str(EXAMPLE), *shortened(first, *opts)))
-    assert "resumed from" in r.stdout
+    assert "resumed from" in r.stdout + r.stderr
     manifest = json.loads((first / "train/manifest.json").read_text())
     assert manifest["stages"]["sft"]["resumed_from"].endswith(steps[1].name)
     resumed = load_file(str(first / "model/model.safetensors"))
