@@ -4,7 +4,7 @@ Hugging Face `Trainer` on batches padded to max_length, and peak RSS of LoRA vs 
 
 Both trainings start from the same weights, see the same conversations once, with the same
 learning rate, and take about the same number of optimizer steps (the baseline batch holds
-as many conversations as one of our packed rows). The final loss of each is measured on the
+as many conversations as one optimizer step of our packed rows). The final loss of each is measured on the
 same held-out conversations. Peak RSS is measured in a fresh subprocess per method, so one
 does not inherit the other's high-water mark, with gradient checkpointing on for both (so
 the difference is what LoRA saves: gradients and AdamW states of the base weights).
@@ -115,11 +115,11 @@ def fresh_model():
     return model, tokenizer
 
 
-def train_config(lr: float, checkpointing: bool = False) -> TrainConfig:
+def train_config(lr: float, checkpointing: bool = False, rows: int = 1) -> TrainConfig:
     return TrainConfig(
         gradient_checkpointing=checkpointing,
         epochs=1,
-        batch_size=1,
+        batch_size=rows,
         lr=lr,
         weight_decay=0.0,
         schedule="constant",
@@ -142,15 +142,21 @@ def packed_recipe(rows: list[dict], pad_id: int, label: str) -> Recipe:
     )
 
 
-def train_ours(seqs: list[Encoded], held: list[Encoded], block_size: int) -> dict:
-    """Our loop, full fine-tuning, packed rows of `block_size` tokens, one row per step."""
+def train_ours(
+    seqs: list[Encoded], held: list[Encoded], block_size: int, rows_per_step: int
+) -> dict:
+    """Our loop, full fine-tuning, `rows_per_step` packed rows of `block_size` tokens a step."""
     model, tok = fresh_model()
     rows = [packed_row(b) for b in pack(seqs, block_size)]
     start_loss = held_out_loss(model, held, tok.pad_token_id)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         outcome = train_model(
-            train_config(LR), SEED, model, packed_recipe(rows, tok.pad_token_id, "ours"), Path(tmp)
+            train_config(LR, rows=rows_per_step),
+            SEED,
+            model,
+            packed_recipe(rows, tok.pad_token_id, "ours"),
+            Path(tmp),
         )
         seconds = time.perf_counter() - start
         steps = [
@@ -166,8 +172,8 @@ def train_ours(seqs: list[Encoded], held: list[Encoded], block_size: int) -> dic
         "rows": len(rows),
         "steps": outcome.steps,
         "seconds": seconds,
-        # batch_size 1: each step's time is 1 / examples_per_s (no eval, no checkpoint)
-        "step_seconds": sum(1 / r["examples_per_s"] for r in steps),
+        # each step's time is rows / examples_per_s (no eval, no checkpoint)
+        "step_seconds": sum(rows_per_step / r["examples_per_s"] for r in steps),
         "train_loss_mean": sum(r["loss"] for r in steps) / len(steps),
         "start_loss": start_loss,
         "loss": loss,
@@ -279,6 +285,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=192, help="training conversations")
     p.add_argument("--held", type=int, default=32, help="held-out conversations for the loss")
     p.add_argument("--block-size", type=int, default=512)
+    p.add_argument("--rows-per-step", type=int, default=2, help="packed rows per optimizer step")
     p.add_argument("--rss-child", choices=["full", "lora"], help=argparse.SUPPRESS)
     p.add_argument("--rss-steps", type=int, default=4, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -297,14 +304,14 @@ def main() -> None:
     held = encode(tok, conversations[a.train :])
     tokens = sum(len(s.input_ids) for s in seqs)
     avg_len = tokens / len(seqs)
-    batch_size = max(1, round(a.block_size / avg_len))
+    batch_size = max(1, round(a.rows_per_step * a.block_size / avg_len))
     log(
         f"{len(seqs)} training conversations, {tokens} tokens (mean {avg_len:.1f}), "
         f"{len(held)} held out; baseline batch {batch_size} × {MAX_LEN}"
     )
 
     log("ours: our loop, packed rows")
-    ours = train_ours(seqs, held, a.block_size)
+    ours = train_ours(seqs, held, a.block_size, a.rows_per_step)
     log(f"ours: {ours['seconds']:.1f} s, held-out loss {ours['loss']:.4f}")
     log("baseline: transformers.Trainer, padded to max_length")
     base = train_baseline(seqs, held, batch_size)
@@ -329,6 +336,7 @@ def main() -> None:
         "mean_seq_len": round(avg_len, 1),
         "max_length": MAX_LEN,
         "block_size": a.block_size,
+        "rows_per_step": a.rows_per_step,
         "lr": LR,
         "ours_packed_rows": ours["rows"],
         "ours_steps": ours["steps"],

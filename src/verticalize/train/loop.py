@@ -96,7 +96,11 @@ def train_model(t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path)
     metric = t.early_stopping.metric
 
     if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA, freeze)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None)
+            or model.gradient_checkpointing_enable
+        )  # transformers v5 renamed it
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer = _optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
