@@ -356,7 +356,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(method):
         return out
 
     plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     assert model.is_gradient_checkpointing
     again = grads()
     for name, g in plain.items():

@@ -96,11 +96,11 @@ def train_model(t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path)
     metric = t.early_stopping.metric
 
     if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA, freeze)
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None)
-            or model.gradient_checkpointing_enable
-        )  # transformers v5 renamed it
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the transformers v5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     optimizer = _optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
