@@ -89,7 +89,12 @@ def test_lora_run_resumes_from_a_checkpoint_and_ends_the_same(tmp_path):
 
 
 def test_incremental_run_trains_only_on_new_records(tmp_path):
-    opts = (*SMALL, "generation.stages=[sft]", "train.epochs=1", "train.gradient_checkpointing=true")
+    opts = (
+        *SMALL,
+        "generation.stages=[sft]",
+        "train.epochs=1",
+        "train.gradient_checkpointing=true",
+    )
     first = tmp_path / "first"
     _ok(run_cli("data", str(EXAMPLE), *shortened(first, *opts)))
     _ok(run_cli("train", str(EXAMPLE), *shortened(first, *opts)))
