@@ -29,6 +29,11 @@ def _ok(r):
     return r
 
 
+def _data_and_train(run_dir, opts):
+    _ok(run_cli("data", str(EXAMPLE), *shortened(run_dir, *opts)))
+    return _ok(run_cli("train", str(EXAMPLE), *shortened(run_dir, *opts)))
+
+
 def test_example_shortened_reports_the_contract(tmp_path):
     run_dir = tmp_path / "run"
     _ok(run_cli("run", str(EXAMPLE), *shortened(run_dir, *SMALL)))
@@ -60,8 +65,7 @@ def test_lora_run_resumes_from_a_checkpoint_and_ends_the_same(tmp_path):
         "train.keep_checkpoints=20",
     )
     first = tmp_path / "first"
-    _ok(run_cli("data", str(EXAMPLE), *shortened(first, *opts)))
-    _ok(run_cli("train", str(EXAMPLE), *shortened(first, *opts)))
+    _data_and_train(first, opts)
     sft = first / "train/sft"
     steps = sorted((sft / "checkpoints").glob("step-*"))
     assert len(steps) >= 3
@@ -96,12 +100,11 @@ def test_incremental_run_trains_only_on_new_records(tmp_path):
         "train.gradient_checkpointing=true",
     )
     first = tmp_path / "first"
-    _ok(run_cli("data", str(EXAMPLE), *shortened(first, *opts)))
-    _ok(run_cli("train", str(EXAMPLE), *shortened(first, *opts)))
+    _data_and_train(first, opts)
     second = tmp_path / "second"
-    more = (*opts, "data.sources.1.sample=40", f"generation.incremental_from={first}")
-    _ok(run_cli("data", str(EXAMPLE), *shortened(second, *more)))
-    _ok(run_cli("train", str(EXAMPLE), *shortened(second, *more)))
+    _data_and_train(
+        second, (*opts, "data.sources.1.sample=40", f"generation.incremental_from={first}")
+    )
     m = json.loads((second / "train/manifest.json").read_text())
 
     def rows(run):
