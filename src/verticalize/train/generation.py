@@ -115,29 +115,28 @@ def train_generation(cfg: Config, folder, out_dir: Path) -> dict:
         dropped["incremental_already_trained"] = already
     used = set()
     for kind in cfg.generation.stages:
-        wanted = "text" if kind == "continued_pretraining" else None
-        mine = [r for r in records if (r["label"] == "text") == (wanted == "text")]
-        held = [r for r in val_records if (r["label"] == "text") == (wanted == "text")]
+        pretraining = kind == "continued_pretraining"  # text records; sft: conversations
+        mine = [r for r in records if ("messages" in r) != pretraining]
+        held = [r for r in val_records if ("messages" in r) != pretraining]
         if not mine:
-            what = "`pretrain: true` text" if wanted else "conversation (chat/templates)"
+            what = "`pretrain: true` text" if pretraining else "conversation (chat/templates)"
             raise ConfigError(
                 f"generation.stages: '{kind}' has no {what} records in the training split. "
                 "Fix: add such a source to data.sources, or remove the stage."
             )
-        seqs = encode_records(mine, tokenizer, kind, cfg)
-        keep = [s.n_supervised > 0 for s in seqs] if kind == "sft" else [True] * len(seqs)
-        if kind == "sft":
-            n_lost = keep.count(False)
-            if n_lost:
-                dropped["answer_truncated_away"] = n_lost
-            used |= {r["id"] for r, k in zip(mine, keep, strict=True) if k}
-        else:
+        seqs = encode_records(mine, tokenizer, kind, cfg)  # pre-training: blocks, not records
+        if pretraining:
             used |= {r["id"] for r in mine}
-        seqs = [s for s, k in zip(seqs, keep, strict=True) if k]
+        else:  # a conversation whose answers were truncated away teaches nothing
+            kept = [(r, s) for r, s in zip(mine, seqs, strict=True) if s.n_supervised > 0]
+            if len(kept) < len(seqs):
+                dropped["answer_truncated_away"] = len(seqs) - len(kept)
+            used |= {r["id"] for r, _ in kept}
+            seqs = [s for _, s in kept]
         rows = lm_rows(seqs, packing, cfg.generation.block_size)
         val_rows = lm_rows(encode_records(held, tokenizer, kind, cfg), False, 0)
         t = cfg.train
-        if kind == "continued_pretraining":
+        if pretraining:
             t = t.model_copy(
                 update={
                     "epochs": cfg.generation.pretrain_epochs,
