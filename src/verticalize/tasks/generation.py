@@ -243,6 +243,29 @@ def negative_log_likelihood(model, rows: list[dict], pad_token_id: int, max_toke
     return total, count
 
 
+def generation_recipe(
+    rows: list[dict], val_rows: list[dict], pad_token_id: int, label: str, order=None
+):
+    """The training loop's view of the task: next-token loss on labelled positions, each
+    row weighted by its labelled tokens; validation loss and perplexity on `val_rows`."""
+    from verticalize.evaluate.text_metrics import perplexity
+    from verticalize.train.loop import Recipe
+
+    def evaluate(model) -> dict:
+        nll, n = negative_log_likelihood(model, val_rows, pad_token_id)
+        return {"loss": nll / max(n, 1), "perplexity": perplexity(nll, n)}
+
+    return Recipe(
+        items=rows,
+        collate=make_lm_collate(pad_token_id),
+        loss=lm_loss,
+        weight=lambda row: sum(x != IGNORE for x in row["labels"][1:]),
+        evaluate=evaluate,
+        order=order,
+        label=label,
+    )
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 16

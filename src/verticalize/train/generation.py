@@ -13,24 +13,20 @@ from verticalize.config import Config, yaml_dir
 from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.errors import ConfigError
-from verticalize.evaluate.text_metrics import perplexity
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_causal_lm, resolve_base
 from verticalize.tasks.generation import (
-    IGNORE,
     Encoded,
     bucketed_order,
     encode_conversation,
     encode_text,
-    lm_loss,
-    make_lm_collate,
-    negative_log_likelihood,
+    generation_recipe,
     pack,
     packed_row,
     padded_row,
     use_chat_template,
 )
-from verticalize.train.loop import Recipe, TrainOutcome, train_model
+from verticalize.train.loop import TrainOutcome, train_model
 
 PROMPT_METHODS = ("prompt_tuning", "prefix_tuning")
 
@@ -70,30 +66,15 @@ def lm_rows(seqs: list[Encoded], packing: bool, block_size: int) -> list[dict]:
     return [padded_row(s) for s in seqs]
 
 
-def lm_recipe(
-    rows: list[dict], val_rows: list[dict], cfg: Config, packing: bool, pad_id: int, label: str
-) -> Recipe:
-    def evaluate(model) -> dict:
-        nll, n = negative_log_likelihood(model, val_rows, pad_id)
-        return {"loss": nll / max(n, 1), "perplexity": perplexity(nll, n)}
+def bucketed(rows: list[dict], cfg: Config):
+    """Epoch → an order with similar lengths in each batch (padded batches: less padding)."""
+    lengths = [len(r["input_ids"]) for r in rows]
 
-    order = None
-    if not packing:  # padded batches: similar lengths together (length bucketing)
-        lengths = [len(r["input_ids"]) for r in rows]
+    def order(epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        return bucketed_order(lengths, cfg.train.batch_size, g)
 
-        def order(epoch: int) -> list[int]:
-            g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            return bucketed_order(lengths, cfg.train.batch_size, g)
-
-    return Recipe(
-        items=rows,
-        collate=make_lm_collate(pad_id),
-        loss=lm_loss,
-        weight=lambda row: sum(x != IGNORE for x in row["labels"][1:]),
-        evaluate=evaluate,
-        order=order,
-        label=label,
-    )
+    return order
 
 
 def train_generation(cfg: Config, folder, out_dir: Path) -> dict:
@@ -143,7 +124,8 @@ def train_generation(cfg: Config, folder, out_dir: Path) -> dict:
                     "lr": cfg.generation.pretrain_lr or t.lr,
                 }
             )
-        recipe = lm_recipe(rows, val_rows, cfg, packing, tokenizer.pad_token_id, kind)
+        order = None if packing else bucketed(rows, cfg)
+        recipe = generation_recipe(rows, val_rows, tokenizer.pad_token_id, kind, order)
         outcome: TrainOutcome = train_model(t, cfg.seed, model, recipe, out_dir / kind)
         if outcome.resumed_from:
             console.print(f"train: {kind} resumed from {outcome.resumed_from}")
