@@ -22,7 +22,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
-FORMATS = ("jsonl", "csv", "tsv", "lines", "parquet", "txt_folder", "labelstudio", "doccano")
+FORMATS = (
+    "jsonl",
+    "csv",
+    "tsv",
+    "lines",
+    "parquet",
+    "txt_folder",
+    "labelstudio",
+    "doccano",
+    "conll",
+)
 
 
 CHAT_LAYOUTS = ("alpaca", "sharegpt", "messages")
@@ -44,7 +54,8 @@ class Source(Section):
         None,
         description="Inferred from the suffix when omitted; 'lines' = one text per line, "
         "'txt_folder' = one document per .txt file, 'labelstudio' = Label Studio JSON or "
-        "JSON_MIN export, 'doccano' = Doccano JSONL (classification or [[start,end,TAG]] spans).",
+        "JSON_MIN export, 'doccano' = Doccano JSONL (classification or [[start,end,TAG]] spans), "
+        "'conll' = one token and its tag a line, a blank line between sentences (.conll, .bio).",
     )
     text: str = Field("text", description="Field holding the text.")
     label: str = Field("label", description="Field holding the label.")
@@ -79,6 +90,11 @@ class Source(Section):
     )
     pretrain: bool = Field(
         False, description="generation: unlabelled domain text for continued pre-training."
+    )
+    tag_scheme: Literal["auto", "bio", "iob1", "bioes", "bmes"] = Field(
+        "auto",
+        description="conll: the file's tag scheme; auto = bmes if M- tags occur, bioes if E-/S-, "
+        "else bio. Tags become character spans on load.",
     )
 
 
@@ -392,9 +408,32 @@ class GenerationConfig(Section):
     report_samples: int = Field(10, ge=0, description="Generations shown before vs after.")
 
 
+class NerConfig(Section):
+    scheme: Literal["bio", "bioes"] = Field(
+        "bio", description="Tags the model predicts (whatever scheme the data came in)."
+    )
+    head: Literal["linear", "bilstm", "crf", "bilstm_crf"] = Field(
+        "crf", description="linear, BiLSTM, CRF (Viterbi, no I-X after O) or BiLSTM-CRF (M4)."
+    )
+    fuse_with: Literal["linear", "bilstm"] | None = Field(
+        None, description="A second emission head fused with the first (M4); none = off."
+    )
+    fusion: Literal["weighted", "gate"] = Field(
+        "weighted",
+        description="weighted = learned weighted sum of the two heads' scores; gate = a "
+        "per-token attention gate over them.",
+    )
+    lstm_hidden: int = Field(256, ge=8, description="BiLSTM units per direction.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    head_lr: float | None = Field(
+        1e-3, gt=0, description="Learning rate of the head (BiLSTM, CRF); None = train.lr."
+    )
+
+
 class EarlyStopping(Section):
     metric: str | None = Field(
-        None, description="Default: macro_f1 (classification), loss (generation)."
+        None,
+        description="Default: macro_f1 (classification), loss (generation), entity_f1_micro (ner).",
     )
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
 
@@ -437,7 +476,10 @@ class Target(Section):
 
 class EvalConfig(Section):
     targets: list[Target] = []
-    baselines: list[Literal["tfidf_lr"]] = ["tfidf_lr"]
+    baselines: list[Literal["tfidf_lr", "feature_crf"]] | None = Field(
+        None,
+        description="Default: tfidf_lr (classification), feature_crf (ner), none (generation).",
+    )
     tfidf_analyzer: Literal["auto", "word", "char"] = "auto"
     batch_size: int = Field(64, ge=1)
 
@@ -445,7 +487,7 @@ class EvalConfig(Section):
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     domain: str = "general"
-    task: Literal["classification", "generation"] = "classification"
+    task: Literal["classification", "generation", "ner"] = "classification"
     seed: int = 42
     run_dir: str | None = Field(None, description="Default: runs/<name> under the current folder.")
     data: DataConfig
@@ -453,6 +495,7 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     generation: GenerationConfig = GenerationConfig()
+    ner: NerConfig = NerConfig()
 
     # where the YAML lives; relative source paths are resolved against it
     source_file: Path | None = Field(None, exclude=True)
@@ -463,7 +506,12 @@ class Config(Section):
         if self.model.base is None:
             self.model.base = DEFAULT_BASE[self.task]
         if self.train.early_stopping.metric is None:
-            self.train.early_stopping.metric = "loss" if generation else "macro_f1"
+            self.train.early_stopping.metric = DEFAULT_STOP_METRIC[self.task]
+        if self.eval.baselines is None:
+            self.eval.baselines = list(DEFAULT_BASELINES[self.task])
+        for i, name in enumerate(self.eval.baselines):
+            if name not in DEFAULT_BASELINES[self.task]:
+                raise _BaselineError(("eval", "baselines", i), name, self.task)
         for i, src in enumerate(self.data.sources):
             kinds = [k for k in ("chat", "templates", "pretrain") if getattr(src, k)]
             if generation and len(kinds) != 1:
@@ -490,6 +538,19 @@ class Config(Section):
                     raise _MetricError(
                         ("eval", "targets", i, "metric"), t.metric, list(GENERATION_METRICS)
                     )
+            return self
+        if self.task == "ner":
+            named = [
+                (("eval", "targets", i, "metric"), t.metric)
+                for i, t in enumerate(self.eval.targets)
+            ]
+            named.append((("train", "early_stopping", "metric"), self.train.early_stopping.metric))
+            for loc, metric in named:
+                kind, _, kind_label = metric.partition(":")
+                if metric not in NER_METRICS and not (
+                    kind in ("f1", "precision", "recall") and kind_label
+                ):
+                    raise _MetricError(loc, metric, list(NER_METRICS) + ["f1:<TYPE>"])
             return self
         labels = self.data.labels
         if self.data.label_bins and labels:
@@ -518,7 +579,22 @@ AGGREGATE_METRICS = (
 LATENCY_METRICS = ("latency_ms_per_example",)
 
 
-DEFAULT_BASE = {"classification": "all-MiniLM-L6-v2", "generation": "SmolLM2-135M-Instruct"}
+DEFAULT_BASE = {
+    "classification": "all-MiniLM-L6-v2",
+    "generation": "SmolLM2-135M-Instruct",
+    "ner": "all-MiniLM-L6-v2",
+}
+DEFAULT_STOP_METRIC = {"classification": "macro_f1", "generation": "loss", "ner": "entity_f1_micro"}
+DEFAULT_BASELINES = {"classification": ("tfidf_lr",), "generation": (), "ner": ("feature_crf",)}
+NER_METRICS = (
+    "entity_f1_micro",
+    "entity_f1_macro",
+    "entity_precision_micro",
+    "entity_recall_micro",
+    "token_accuracy",
+    "loss",
+    "latency_ms_per_example",
+)
 GENERATION_METRICS = (
     "perplexity",
     "bleu",
@@ -547,6 +623,14 @@ class _SourceKindError(ValueError):
             fix = "remove it, or set task: generation"
         self.fix = fix
         super().__init__(msg)
+
+
+class _BaselineError(ValueError):
+    def __init__(self, loc: tuple, value: str, task: str):
+        self.loc, self.value = loc, value
+        allowed = list(DEFAULT_BASELINES[task]) or "none"
+        self.fix = f"use {allowed} for task: {task}, or remove eval.baselines"
+        super().__init__(f"baseline {value!r} does not apply to task: {task}")
 
 
 class _LabelError(ValueError):
@@ -680,7 +764,7 @@ def _format_validation_error(exc: ValidationError, file: str, index: dict) -> st
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"label {value!r} is not in the label set {ctx_err.labels}"
             fix = "use one of those labels, or add it to data.labels"
-        elif isinstance(ctx_err, _SourceKindError):
+        elif isinstance(ctx_err, _SourceKindError | _BaselineError):
             loc, value = ctx_err.loc, ctx_err.value
             msg, fix = str(ctx_err), ctx_err.fix
         elif isinstance(ctx_err, _MetricError):
