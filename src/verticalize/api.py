@@ -66,3 +66,25 @@ def run(config, run_dir=None, overrides=None, force: bool = False) -> list[Stage
     """The whole pipeline; a stage whose inputs did not change is skipped, training resumes."""
     cfg = load(config, overrides)
     return [verb(cfg, run_dir, force=force) for verb in (data, train, evaluate)]
+
+
+def predict(target: str | Path | Config, texts: list[str], run_dir=None) -> list[dict]:
+    """Predictions for `texts` from a trained model: `target` is a verticalize.yaml (its run's
+    model/) or a model folder. NER gives {"entities": [{start, end, type, text, score}]} with
+    character offsets into each text; classification gives {label, score, probs}."""
+    from verticalize.predict import load_predictor
+
+    return load_predictor(model_folder(target, run_dir))(list(texts))
+
+
+def model_folder(target: str | Path | Config, run_dir=None) -> Path:
+    """The model/ folder of a config's run, or `target` itself when it is a folder."""
+    if not isinstance(target, Config) and Path(target).is_dir():
+        return Path(target)
+    folder = RunFolder(load(target), run_dir)
+    if not folder.model_dir.is_dir():
+        raise ConfigError(
+            f"{folder.model_dir}: no trained model yet. Fix: run `verticalize train` (or run) "
+            "with this config first."
+        )
+    return folder.model_dir

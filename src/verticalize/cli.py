@@ -144,6 +144,44 @@ def run(config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: For
         console.print(f"[bold]{body['verdict']}[/bold]")
 
 
+@app.command()
+def predict(
+    target: Annotated[
+        Path, typer.Argument(help="verticalize.yaml (uses its run's model/) or a model folder.")
+    ],
+    text: Annotated[
+        list[str] | None, typer.Option("--text", help="A text to tag (repeatable).")
+    ] = None,
+    input_: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help='A .jsonl file (one {"text": …} a line) or .txt (a text a line).'
+        ),
+    ] = None,
+    field: Annotated[str, typer.Option(help="The text field of --input .jsonl lines.")] = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write JSONL here instead of stdout.")
+    ] = None,
+    run_dir: RunDir = None,
+) -> None:
+    """Predict with a trained model: entity spans (ner) or labels (classification), as JSONL."""
+    from verticalize.predict import read_texts
+
+    texts = list(text or []) + (read_texts(input_, field) if input_ else [])
+    if not texts:
+        raise typer.BadParameter("give --text or --input")
+    rows = api.predict(target, texts, run_dir)
+    lines = (
+        json.dumps({"text": t, **r}, ensure_ascii=False) for t, r in zip(texts, rows, strict=True)
+    )
+    if output:
+        output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        console.print(f"wrote {len(rows)} predictions to {output}")
+    else:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+
+
 def main() -> None:
     """Entry point: user errors are one message and a non-zero exit, never a traceback."""
     from transformers.utils import logging as hf_logging

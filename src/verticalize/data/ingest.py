@@ -59,6 +59,10 @@ FIXES = {
     "bad_span": "give spans as [[start, end, TAG], …] with 0 <= start < end <= len(text)",
     "bad_encoding": "re-save the file as UTF-8, or set data.sources[].encoding",
     "bad_conversation": "correct the record, or set data.sources[].chat to the layout it uses",
+    "bad_conll_line": "give one token and its tag a line (tag in the last column) and only "
+    "blank lines between sentences",
+    "bad_tag": "write tags as O or B-/I-/E-/S-/M-TYPE",
+    "tag_not_in_scheme": "set data.sources[].tag_scheme to the scheme the file uses, or to auto",
 }
 
 
@@ -110,7 +114,7 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
         text = _text_of(src, res, fields, where, cfg, tally, quarantine)
         if text is None:
             continue
-        text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+        text_field = "text" if res.format in ("lines", "txt_folder", "conll") else src.text
         rec = {"id": rid, "text": text}
         spans, reason = _spans(fields.get(src.spans or "spans"), len(text))
         if reason:
@@ -148,7 +152,7 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
 
 def _text_of(src, res, fields, where, cfg, tally, quarantine) -> str | None:
     """The row's text, or None once the row is quarantined as missing_text."""
-    text_field = "text" if res.format in ("lines", "txt_folder") else src.text
+    text_field = "text" if res.format in ("lines", "txt_folder", "conll") else src.text
     text = fields.get(text_field)
     if text is None or not str(text).strip():
         _bad(cfg, quarantine, tally, "missing_text", fields, where, field=text_field, value=text)

@@ -93,7 +93,10 @@ class SplitWriter:
         self.files[split].write(json.dumps(rec, ensure_ascii=False) + "\n")
         if not rec.get("augmented"):
             self.counts[split] += 1
-            self.label_counts[split][rec["label"]] += 1
+            if rec.get("spans") is not None:  # NER: entities per type
+                self.label_counts[split].update(s[2] for s in rec["spans"])
+            else:
+                self.label_counts[split][rec["label"]] += 1
             self.stats.add(rec)
 
     def _augment(self) -> None:

@@ -21,6 +21,7 @@ from typing import IO
 from verticalize.config import Source
 from verticalize.data.exports import doccano_fields, labelstudio_fields
 from verticalize.data.sources import ResolvedSource
+from verticalize.tasks.ner_tags import detect_scheme, read_tags
 
 csv.field_size_limit(sys.maxsize)
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -75,6 +76,7 @@ def read_rows(res: ResolvedSource, src: Source) -> Iterator[Row]:
         "parquet": _parquet,
         "txt_folder": _txt_folder,
         "labelstudio": _labelstudio,
+        "conll": _conll,
     }[res.format]
     for row in reader(res, src):
         if row.fields is not None and res.format == "doccano":
@@ -169,6 +171,74 @@ def _txt_folder(res: ResolvedSource, src: Source) -> Iterator[Row]:
         bad = encoding_error(text, src.encoding)
         fields = {"text": text, "file": str(rel), "folder": path.parent.name}
         yield Row(1, None if bad else fields, bad, source=f"{res.file.name}/{rel}")
+
+
+_CONLL_TAG = re.compile(r"O|[BIESM]-\S+")
+_CONLL_SPLIT = re.compile(r"[ \t]+")
+SCHEME_PREFIXES = {"bio": "BI", "iob1": "BI", "bioes": "BIES", "bmes": "BMES"}
+
+
+def _conll(res: ResolvedSource, src: Source) -> Iterator[Row]:
+    """One record per sentence of a CoNLL file (a token and its tag a line, the tag in the last
+    column, whitespace-only lines between sentences, -DOCSTART- lines skipped): the tokens
+    joined into `text` (without spaces when every token is one character, as in character-level
+    Chinese corpora), the tags read leniently into character `spans`. A sentence with a bad line
+    is one bad row, at the line number of its first bad line."""
+    lines: list[tuple[int, str, list[str]]] = []  # the current sentence: (line, text, columns)
+    with open_text(res, src.encoding) as fh:
+        for n, line in enumerate(fh, start=1):
+            if n == 1:
+                line = line.removeprefix("\ufeff")
+            cols = _CONLL_SPLIT.split(line.strip(" \t\r\n")) if line.strip() else []
+            if cols and cols[0] != "-DOCSTART-":
+                lines.append((n, line, cols))
+            elif lines:
+                yield _conll_sentence(lines, src)
+                lines = []
+    if lines:
+        yield _conll_sentence(lines, src)
+
+
+def _conll_sentence(lines: list[tuple[int, str, list[str]]], src: Source) -> Row:
+    allowed = SCHEME_PREFIXES.get(src.tag_scheme)
+    tags = [cols[-1] for _, _, cols in lines if len(cols) > 1 and _CONLL_TAG.fullmatch(cols[-1])]
+    for n, line, cols in lines:
+        bad = encoding_error(line, src.encoding)
+        if bad:
+            return Row(n, None, bad)
+        if len(cols) < 2:
+            got = line.rstrip("\r\n")
+            return Row(
+                n,
+                None,
+                f"bad_conll_line: expected '<token> <tag>' (separated by tabs or spaces), "
+                f"got {got!r}",
+            )
+        tag = cols[-1]
+        if not _CONLL_TAG.fullmatch(tag):
+            return Row(
+                n,
+                None,
+                f"bad_tag: {tag!r} (token {cols[0]!r}) is not O or P-TYPE with P one of "
+                "B, I, E, S, M",
+            )
+        if allowed and tag != "O" and tag[0] not in allowed:
+            return Row(
+                n,
+                None,
+                f"tag_not_in_scheme: {tag!r} has no place in tag_scheme {src.tag_scheme} "
+                f"(prefixes {', '.join(allowed)}). Fix: set tag_scheme: {detect_scheme(tags)}",
+            )
+    tokens = [cols[0] for _, _, cols in lines]
+    sep = "" if all(len(t) == 1 for t in tokens) else " "
+    starts, pos = [], 0
+    for tok in tokens:
+        starts.append(pos)
+        pos += len(tok) + len(sep)
+    spans = [
+        [starts[a], starts[b - 1] + len(tokens[b - 1]), kind] for kind, a, b in read_tags(tags)
+    ]
+    return Row(lines[0][0], {"text": sep.join(tokens), "spans": spans, "n_tokens": len(tokens)})
 
 
 def _labelstudio(res: ResolvedSource, src: Source) -> Iterator[Row]:

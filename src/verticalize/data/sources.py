@@ -21,6 +21,10 @@ SUFFIX_FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
     ".json": "labelstudio",
+    ".conll": "conll",
+    ".bio": "conll",
+    ".bmes": "conll",
+    ".iob": "conll",
 }
 
 
@@ -61,8 +65,8 @@ def resolve(path: str, fmt: str | None, base_dir: Path) -> ResolvedSource:
     if fmt is None:
         raise ConfigError(
             f"{path}: cannot tell the format from the suffix '{Path(name).suffix}'. Fix: add "
-            "format: jsonl | csv | tsv | lines | parquet | txt_folder | labelstudio | doccano "
-            "to this source."
+            "format: jsonl | csv | tsv | lines | parquet | txt_folder | labelstudio | doccano | "
+            "conll to this source."
         )
     return ResolvedSource(file=file, member=member or None, package=package, format=fmt)
 

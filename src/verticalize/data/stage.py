@@ -89,6 +89,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         items: dict[str, dict] = {}
         annotated: list[dict] = []
         kept_facts: list[tuple[str, str | None]] = []  # (id, label) of each kept record
+        entity_types: set[str] = set()  # NER: the span types of the kept records
 
         def keep(rec: dict, sig, key_, fh) -> None:
             hit = dedup.offer(rec, sig, key_)
@@ -104,7 +105,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     return
                 tally.n_out += 1
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            kept_facts.append((rec["id"], rec["label"]))
+            kept_facts.append((rec["id"], split_class(rec)))
+            entity_types.update(s[2] for s in rec.get("spans") or [])
 
         with open(work / "clean.jsonl", "w", encoding="utf-8") as fh:
             for out in map_records(processor, work / "ingested.jsonl", d):
@@ -156,6 +158,13 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         labels = d.labels or (list(d.label_bins) if d.label_bins else None)
         facts = [f for f in kept_facts if f[0] not in conflicted]
         labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
+        if cfg.task == "ner":
+            labels = sorted(entity_types)
+            if not labels:
+                raise DataError(
+                    f"{cfg.source_file}: no record has an entity span, so there is nothing to "
+                    f"learn. Fix: check data.sources[].spans / format and {out_dir / 'quarantine.jsonl'}."
+                )
         _check_classes(cfg, facts, out_dir)
         split_of, fold_of = assign_splits(
             [(rid, lab, dedup.find(rid)) for rid, lab in facts], d.split, cfg.seed
@@ -260,8 +269,28 @@ def _resolve(rec: dict, annotated: list, tally: StepTally, quarantine: Quarantin
     return rec
 
 
+def split_class(rec: dict) -> str | None:
+    """What stratified splitting balances: the label, or for NER the record's most frequent
+    entity type ("none" without entities)."""
+    if rec.get("spans") is None:
+        return rec["label"]
+    kinds = Counter(s[2] for s in rec["spans"])
+    return max(sorted(kinds), key=kinds.__getitem__) if kinds else "none"
+
+
 def _has_label(rec: dict, cfg: Config, tally: StepTally, quarantine: Quarantine) -> bool:
     tally.n_in += 1
+    if cfg.task == "ner" and rec.get("spans") is None:
+        quarantine.put(
+            tally,
+            "missing_spans",
+            rec,
+            field="spans",
+            value=None,
+            detail="ner needs [[start, end, TYPE], …] on every record (an empty list is fine); "
+            "point data.sources[].spans at the field, or use a conll/doccano/labelstudio source",
+        )
+        return False
     if cfg.task == "classification" and rec.get("label") in (None, ""):
         quarantine.put(
             tally,

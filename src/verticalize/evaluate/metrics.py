@@ -37,7 +37,8 @@ def metric_value(metrics: dict, name: str) -> float | None:
     if name in metrics:
         return metrics[name]
     kind, _, label = name.partition(":")
-    return metrics.get("per_class", {}).get(label, {}).get(kind)
+    per_class = metrics.get("per_class") or metrics.get("per_type") or {}  # NER: per entity type
+    return per_class.get(label, {}).get(kind)
 
 
 def lower_is_better(name: str) -> bool:

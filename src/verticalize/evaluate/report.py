@@ -109,6 +109,11 @@ def write_report(report: dict, history: list[dict], out_dir: Path) -> tuple[Path
         )
         html_path.write_text(template.render(r=report, loss_chart=loss_chart), encoding="utf-8")
         return json_path, html_path
+    if report["task"] == "ner":
+        from verticalize.evaluate.ner_report import render_ner_html
+
+        html_path.write_text(render_ner_html(report, loss_chart), encoding="utf-8")
+        return json_path, html_path
     per_class = {
         lab: {"model": v["f1"]} for lab, v in report["model"]["metrics"]["per_class"].items()
     }

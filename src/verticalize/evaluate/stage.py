@@ -142,6 +142,14 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         report = evaluate_generation(cfg, folder.model_dir, train_m["base_model"], test)
         report |= {"baselines": {}, "summary_metrics": GEN_SUMMARY}
         infer_s = report["model"]["metrics"].get("latency_ms_per_example", 0) / 1000
+    elif cfg.task == "ner":
+        from verticalize.evaluate.ner import evaluate_ner
+
+        fit_on = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
+        report, infer_s = evaluate_ner(cfg, folder.model_dir, test, fit_on, out_dir)
+        report["verdict"] = verdict(
+            report["model"]["metrics"], report["baselines"], "entity_f1_micro"
+        )
     else:
         report, infer_s = _classify(cfg, folder, data_m, test, out_dir)
     metrics = report["model"]["metrics"]
@@ -175,6 +183,9 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
                 "resumed_from",
                 "packing",
                 "stages",
+                "head",
+                "misaligned_spans",
+                "truncated_to_max_length",
             )
             if k in train_m
         },

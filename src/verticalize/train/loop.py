@@ -61,15 +61,16 @@ class TrainOutcome:
 
 
 def _optimizer(model, cfg) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    """AdamW without decay on biases and norms; a model may give some parameters their own
+    learning rate through `lr_of(name)` (e.g. a freshly initialised NER head)."""
+    lr_of = getattr(model, "lr_of", lambda name: None)
+    groups: dict[tuple[float, float], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)  # one kernel per step, CPU or GPU
+            decay = 0.0 if name.endswith(NO_DECAY) else cfg.weight_decay
+            groups.setdefault((lr_of(name) or cfg.lr, decay), []).append(p)
+    params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+    return torch.optim.AdamW(params, lr=cfg.lr, fused=True)  # one kernel per step, CPU or GPU
 
 
 def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:

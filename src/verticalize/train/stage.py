@@ -25,7 +25,21 @@ def train_fingerprint(cfg: Config, data_manifest: dict) -> str:
         cfg.train.model_dump(mode="json", exclude={"tensorboard"}),
         cfg.seed,
         data_manifest["fingerprint"],
+        *task_sections(cfg),
     )
+
+
+def task_sections(cfg: Config) -> list[dict]:
+    """The task's own config section, when it has one (a changed head means retraining)."""
+    if cfg.task == "generation":
+        return [
+            cfg.generation.model_dump(
+                mode="json", exclude={"eval_generations", "report_samples", "max_new_tokens"}
+            )
+        ]
+    if cfg.task == "ner":
+        return [cfg.ner.model_dump(mode="json")]
+    return []
 
 
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
@@ -47,6 +61,15 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
         shutil.rmtree(folder.model_dir, ignore_errors=True)
         fields = train_generation(cfg, folder, out_dir)
+        manifest = folder.write_manifest(
+            "train",
+            {**fields, "model_dir": str(folder.model_dir), "fingerprint": fp, "complete": True},
+        )
+        return StageResult("train", False, manifest, {"model": str(folder.model_dir)})
+    if cfg.task == "ner":
+        from verticalize.train.ner import train_ner
+
+        fields = train_ner(cfg, folder, out_dir, data_manifest["labels"])
         manifest = folder.write_manifest(
             "train",
             {**fields, "model_dir": str(folder.model_dir), "fingerprint": fp, "complete": True},

@@ -1,0 +1,80 @@
+"""NER evaluation (E1): entity-level scores of model/ and the feature-CRF baseline on the test
+split, on character spans (exact type, start and end), plus token accuracy over words."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.evaluate.ner_metrics import entity_scores
+from verticalize.runfolder import write_jsonl
+from verticalize.tasks.ner import encode, entity_tuples, load_tagger, predict
+from verticalize.tasks.ner_tags import spans_to_word_tags
+
+SUMMARY = ["entity_f1_micro", "entity_f1_macro", "entity_precision_micro", "entity_recall_micro"]
+WORST = 15
+
+
+def evaluate_ner(cfg: Config, model_dir: Path, test: list[dict], fit_on: list[dict], out_dir):
+    """(report fields, inference seconds): model vs baselines, predictions.jsonl written."""
+    model, tokenizer, spec = load_tagger(model_dir)
+    tags, ner_cfg = spec["tags"], spec["config"]
+    enc = encode(test, tokenizer, tags, ner_cfg.scheme, cfg.model.max_length)
+    tick = time.perf_counter()
+    pred = predict(model, enc, tags, ner_cfg.scheme, tokenizer.pad_token_id, cfg.eval.batch_size)
+    infer_s = time.perf_counter() - tick
+    gold = [entity_tuples(r.get("spans") or []) for r in test]
+    metrics = entity_scores(gold, [entity_tuples(p) for p in pred.spans])
+    gold_tags = [
+        spans_to_word_tags(w, r.get("spans") or [], ner_cfg.scheme)[0]
+        for w, r in zip(enc.words, test, strict=True)
+    ]
+    pairs = [
+        (g, p)
+        for gs, ps in zip(gold_tags, pred.tags, strict=True)
+        for g, p in zip(gs, ps, strict=True)
+    ]
+    metrics["token_accuracy"] = sum(g == p for g, p in pairs) / max(len(pairs), 1)
+    metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
+    metrics["misaligned_spans"] = enc.misaligned_spans
+    metrics["truncated_records"] = enc.truncated
+
+    baselines, b_pred = {}, None
+    if "feature_crf" in cfg.eval.baselines:
+        from verticalize.evaluate.feature_crf import feature_crf
+
+        console.print("eval: fitting the feature-based CRF baseline (sklearn-crfsuite)")
+        b = feature_crf(fit_on, test, scheme=ner_cfg.scheme)
+        b_pred = b.pop("predictions")
+        b_metrics = entity_scores(gold, [entity_tuples(p) for p in b_pred])
+        baselines["feature_crf"] = {"metrics": b_metrics, **b}
+    rows = []
+    for i, (r, p) in enumerate(zip(test, pred.spans, strict=True)):
+        g = set(gold[i])
+        errors = len(g ^ set(entity_tuples(p)))
+        rows.append(
+            {
+                "id": r["id"],
+                "text": r["text"],
+                "gold": r.get("spans") or [],
+                "pred": p,
+                "errors": errors,
+                **({"feature_crf": b_pred[i]} if b_pred else {}),
+            }
+        )
+    write_jsonl(out_dir / "predictions.jsonl", rows)
+    worst = sorted(rows, key=lambda x: (-x["errors"], len(x["text"])))[:WORST]
+    report = {
+        "model": {"path": str(model_dir), "metrics": metrics},
+        "baselines": baselines,
+        "summary_metrics": SUMMARY,
+        "ner": {"scheme": ner_cfg.scheme, "head": model.head.describe(), "tags": tags},
+        "worst": [
+            {k: x[k] for k in ("id", "text", "gold", "pred", "errors")}
+            for x in worst
+            if x["errors"]
+        ],
+    }
+    return report, infer_s

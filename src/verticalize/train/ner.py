@@ -1,0 +1,67 @@
+"""NER training: the backbone (full, freeze or LoRA with PEFT's TOKEN_CLS) plus a tagging
+head, on the generic loop; model/ gets the merged backbone, the tokenizer and the head."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.data.outputs import read_split
+from verticalize.models.adapt import adapt, count_parameters, merged
+from verticalize.runfolder import RunFolder
+from verticalize.tasks.ner import encode, ner_recipe, new_tagger, save_tagger
+from verticalize.train.loop import train_model
+
+
+def train_ner(cfg: Config, folder: RunFolder, out_dir: Path, types: list[str]) -> dict:
+    """Train, save model/, and return the train manifest's fields."""
+    train_records = read_split(cfg, folder.root, "train")
+    val_records = read_split(cfg, folder.root, "validation") or train_records
+    model, tokenizer, tags = new_tagger(cfg.model.base, types, cfg.ner)
+    model.backbone = adapt(model.backbone, cfg.model, "TOKEN_CLS", cfg.model.base)
+    total, trainable = count_parameters(model)
+    console.print(
+        f"train: {cfg.model.base} ({cfg.model.method}) + {model.head.describe()} head, "
+        f"{trainable:,} of {total:,} parameters trainable, {len(train_records)} training "
+        f"sentences, {len(types)} entity types"
+    )
+    scheme, n = cfg.ner.scheme, cfg.model.max_length
+    train_set = encode(train_records, tokenizer, tags, scheme, n)
+    val_set = encode(val_records, tokenizer, tags, scheme, n)
+    recipe = ner_recipe(
+        train_set,
+        val_set,
+        val_records,
+        tags,
+        scheme,
+        tokenizer.pad_token_id,
+        cfg.train.eval_batch_size,
+    )
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir)
+    if outcome.resumed_from:
+        console.print(f"train: resumed from {outcome.resumed_from}")
+    shutil.rmtree(folder.model_dir, ignore_errors=True)
+    final = merged(model.backbone)
+    save_tagger(model, final, tokenizer, tags, cfg.ner, n, folder.model_dir)
+    return {
+        "in": len(train_records),
+        "out": len(train_records),
+        "dropped": {},
+        "truncated_to_max_length": train_set.truncated,
+        "misaligned_spans": train_set.misaligned_spans,
+        "tags": tags,
+        "head": model.head.describe(),
+        "base_model": cfg.model.base,
+        "method": cfg.model.method,
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "steps": outcome.steps,
+        "epochs_run": outcome.epochs_run,
+        "best_metric": {cfg.train.early_stopping.metric: outcome.best_metric},
+        "best_step": outcome.best_step,
+        "stopped_early": outcome.stopped_early,
+        "resumed_from": outcome.resumed_from,
+        "train_seconds": round(outcome.train_seconds, 2),
+    }
