@@ -217,14 +217,14 @@ def test_doccano_spans_round_trip_through_word_tags(tmp_path, scheme):
     zh = "小明在北京大学读书，他来自上海。"
     lines = [
         {"text": en, "label": [[0, 12, "PER"], [17, 32, "PER"], [36, 42, "LOC"], [44, 48, "DATE"]]},
-        {"text": zh, "label": [[0, 2, "PER"], [3, 7, "ORG"], [12, 14, "LOC"]]},
+        {"text": zh, "label": [[0, 2, "PER"], [3, 7, "ORG"], [13, 15, "LOC"]]},
         {"text": "x", "label": [[0, 1, "T"]]},
     ]
     path = tmp_path / "ner.jsonl"
     path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines), encoding="utf-8")
     rows = _read(path, fmt="doccano")
     assert [r.error for r in rows] == [None] * 3
-    assert en[36:42] == "London" and zh[3:7] == "北京大学"
+    assert en[36:42] == "London" and zh[3:7] == "北京大学" and zh[13:15] == "上海"
     for row, line in zip(rows, lines, strict=True):
         text = row.fields["text"]
         words = word_spans(text)
@@ -236,5 +236,7 @@ def test_doccano_spans_round_trip_through_word_tags(tmp_path, scheme):
     zh_tags = spans_to_word_tags(word_spans(zh), lines[1]["label"], scheme)[0]
     assert len(zh_tags) == len(zh)  # one word a Chinese character
     assert zh_tags[3:7] == (
-        ["B-ORG", "I-ORG", "I-ORG", "I-ORG"] if scheme == "bio" else ["B-ORG", "I-ORG", "I-ORG", "E-ORG"]
+        ["B-ORG", "I-ORG", "I-ORG", "I-ORG"]
+        if scheme == "bio"
+        else ["B-ORG", "I-ORG", "I-ORG", "E-ORG"]
     )

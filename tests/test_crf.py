@@ -2,7 +2,6 @@
 scores, and tiny training runs of every head."""
 
 import itertools
-import time
 
 import pytest
 import torch
@@ -12,6 +11,15 @@ from hypothesis import strategies as st
 from verticalize.models.crf import CRF, allowed
 from verticalize.models.ner_heads import NerHead
 from verticalize.tasks.ner_tags import entities, tag_names
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only contend with each other (and with other processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def valid(names: list[str], scheme: str) -> bool:
@@ -212,7 +220,6 @@ def test_heads_learn(head, fuse_with, fusion, scheme):
     model = NerHead(16, tags, scheme, head, fuse_with, fusion, lstm_hidden=16, dropout=0.1)
     assert model.describe() == head + (f" + {fuse_with} ({fusion})" if fuse_with else "")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    began = time.perf_counter()
     losses = []
     for step in range(200):
         loss, n_words = model.loss(hidden, gold, mask)
@@ -224,7 +231,6 @@ def test_heads_learn(head, fuse_with, fusion, scheme):
             assert not missing, missing
         opt.step()
         losses.append(loss.item() / n_words)
-    assert time.perf_counter() - began < 5
     assert losses[-1] < 0.2 * losses[0]
     model.eval()
     ids, conf = model.decode(hidden, mask)
@@ -238,6 +244,13 @@ def test_heads_learn(head, fuse_with, fusion, scheme):
         if model.crf is not None:
             assert valid([tags[i] for i in row], scheme)
     assert right / total > 0.95
+    # half precision states, and an empty sequence in the batch
+    empty = mask.clone()
+    empty[0] = False
+    ids16, conf16 = model.decode(hidden.bfloat16(), empty)
+    assert ids16[0] == conf16[0] == [] and ids16[1:] == ids[1:]
+    loss, n_words = model.loss(hidden.bfloat16(), gold, empty)
+    assert loss.dtype == torch.float32 and n_words == int(empty.sum())
 
 
 def test_head_arguments_are_checked():

@@ -19,7 +19,8 @@ TOL = 1e-12
 
 def _tags(prefixes: str):
     return st.one_of(
-        st.just("O"), st.builds(lambda p, t: f"{p}-{t}", st.sampled_from(prefixes), st.sampled_from(TYPES))
+        st.just("O"),
+        st.builds(lambda p, t: f"{p}-{t}", st.sampled_from(prefixes), st.sampled_from(TYPES)),
     )
 
 

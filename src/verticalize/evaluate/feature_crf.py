@@ -90,7 +90,7 @@ def word_features(text: str, words: list[tuple[int, int]]) -> list[dict]:
                 f[f"{d:+d}:shape"] = b["shape"]
                 f[f"{d:+d}:title"] = b["title"]
                 f[f"{d:+d}:cjk"] = b["cjk"]
-        # n-grams over the neighbourhood: for Chinese these are the character bigrams/trigrams
+        # bigrams of neighbouring words: for Chinese, character bigrams are the main signal
         if i > 1:
             f["-2|-1"] = f"{lowers[i - 2]}|{lowers[i - 1]}"
         if i > 0:
@@ -99,9 +99,6 @@ def word_features(text: str, words: list[tuple[int, int]]) -> list[dict]:
             f["0|+1"] = f"{low}|{lowers[i + 1]}"
         if i + 2 < n:
             f["+1|+2"] = f"{lowers[i + 1]}|{lowers[i + 2]}"
-        if 0 < i < n - 1:
-            f["-1|+1"] = f"{lowers[i - 1]}|{lowers[i + 1]}"
-            f["-1|0|+1"] = f"{lowers[i - 1]}|{low}|{lowers[i + 1]}"
         if i == 0:
             f["BOS"] = True
         if i == n - 1:

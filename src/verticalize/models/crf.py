@@ -86,7 +86,7 @@ class CRF(nn.Module):
         em, mask = self._prepare(emissions, mask)
         if em.shape[1] == 0:
             return em.new_zeros(em.shape[0])
-        tags = torch.where(mask, tags, 0)
+        tags = torch.where(mask, tags.long(), 0)
         log_z, _ = self._forward(em, mask)
         start, trans, end = self._scores(GOLD_PENALTY)
         gold_em = em.gather(2, tags[..., None]).squeeze(2)
@@ -117,7 +117,7 @@ class CRF(nn.Module):
             tag = idx.gather(1, tag[:, None]).squeeze(1)
             path.append(tag)
         rows = torch.stack(path[::-1], dim=1).tolist()
-        return [row[:n_] for row, n_ in zip(rows, lengths, strict=True)]
+        return [row[:length] for row, length in zip(rows, lengths, strict=True)]
 
     @torch.no_grad()
     def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
@@ -125,7 +125,7 @@ class CRF(nn.Module):
         em, mask = self._prepare(emissions, mask)
         if em.shape[1] == 0:
             return em
-        log_z, alphas = self._forward(em, mask)
+        _, alphas = self._forward(em, mask)
         _, trans, end = self._scores(BLOCKED)
         beta = end.expand_as(em[:, 0])
         betas = [beta]
@@ -133,5 +133,7 @@ class CRF(nn.Module):
             step = torch.logsumexp(trans + (em[:, t] + beta)[:, None, :], dim=2)
             beta = torch.where(mask[:, t, None], step, end)
             betas.append(beta)
-        log_p = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1) - log_z[:, None, None]
-        return log_p.exp() * mask[..., None]
+        # normalized per position rather than by log Z: the same in exact arithmetic, and
+        # sums stay 1 when huge scores make alpha + beta - log Z cancel badly in float32
+        scores = torch.stack(alphas, 1) + torch.stack(betas[::-1], 1)
+        return scores.softmax(-1) * mask[..., None]

@@ -177,18 +177,28 @@ def encode(records: list[dict], tokenizer, tags: list[str], scheme: str, max_len
                 seen.add(w)
                 first.append(pos)
                 kept.append(w)
-        out.truncated += bool(words) and (not kept or kept[-1] < len(words) - 1)
+        if len(kept) < len(words):  # words cut off by max_length, or without a token
+            out.truncated += bool(kept) and kept[-1] < len(words) - 1
+            seen_tags = _visible_tags(words, kept, rec.get("spans") or [], scheme)
+        else:
+            seen_tags = gold
         out.items.append(
             {
                 "input_ids": enc["input_ids"],
                 "attention_mask": enc["attention_mask"],
                 "first": first,
                 "kept": kept,  # which words the model sees (a word may yield no token)
-                "tags": [tag2id.get(gold[w], 0) for w in kept],
+                "tags": [tag2id.get(t, 0) for t in seen_tags],
             }
         )
         out.words.append(words)
     return out
+
+
+def _visible_tags(words, kept: list[int], spans: list, scheme: str) -> list[str]:
+    """Tags of the words the model sees, from the spans over just those words: a span cut by
+    max_length still gives a valid sequence (BIOES closes it with E or S)."""
+    return spans_to_word_tags([words[w] for w in kept], spans, scheme)[0]
 
 
 def make_ner_collate(pad_token_id: int):
