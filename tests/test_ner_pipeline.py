@@ -52,8 +52,16 @@ def test_example_shortened_reports_the_contract_and_predicts_spans(tmp_path):
     out = tmp_path / "pred.jsonl"
     _ok(
         run_cli(
-            "predict", str(EXAMPLE), "--run-dir", str(run_dir), "--input", str(texts),
-            "--text", "Empire State Building", "--output", str(out),
+            "predict",
+            str(EXAMPLE),
+            "--run-dir",
+            str(run_dir),
+            "--input",
+            str(texts),
+            "--text",
+            "Empire State Building",
+            "--output",
+            str(out),
         )
     )
     rows = [json.loads(x) for x in out.read_text().splitlines()]
