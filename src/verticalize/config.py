@@ -521,7 +521,7 @@ class Config(Section):
         if not generation and self.model.method in ("prompt_tuning", "prefix_tuning"):
             raise ValueError(
                 f"model.method: {self.model.method} is available for task: generation. "
-                "Fix: use full, freeze, layer_reduction or lora for classification"
+                f"Fix: use full, freeze, layer_reduction or lora for task: {self.task}"
             )
         if generation and self.data.augment.enabled:
             raise ValueError(

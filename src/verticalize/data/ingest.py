@@ -77,9 +77,10 @@ def ingest_source(
     seed: int,
     tally: StepTally,
     quarantine: Quarantine,
+    task: str = "classification",
 ) -> Iterator[dict]:
     """Records of one source in file order (a `sample` holds the source's records in memory)."""
-    records = _records(index, src, res, cfg, tally, quarantine)
+    records = _records(index, src, res, cfg, tally, quarantine, task)
     if src.sample is None:
         for rec in records:
             tally.n_out += 1
@@ -96,7 +97,7 @@ def ingest_source(
     yield from kept
 
 
-def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
+def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
     for row in read_rows(res, src):
         tally.n_in += 1
         where = {"source": row.source or res.display, "line": row.line}
@@ -119,15 +120,15 @@ def _records(index, src, res, cfg, tally, quarantine) -> Iterator[dict]:
         spans, reason = _spans(fields.get(src.spans or "spans"), len(text))
         if reason:
             field = src.spans or "spans"
-            _bad(
-                cfg, quarantine, tally, reason, fields, where, field=field, value=fields.get(field)
-            )
+            reason, _, detail = reason.partition(": ")
+            value = fields.get(field)
+            _bad(cfg, quarantine, tally, reason, fields, where, field, value, detail)
             continue
         annotations = fields.get("annotations")
         if src.item and src.annotator:  # one row per (item, annotator): grouped later
             rec["item"] = str(fields.get(src.item))
             annotations = [{"annotator": str(fields.get(src.annotator)), "label": None}]
-        if spans is not None or annotations:
+        if spans is not None or annotations or task == "ner":  # spans, not a label, are needed
             label, reason = (src.label_value, None) if src.label_value else (None, None)
             if fields.get(src.label) not in (None, ""):
                 label, reason = _label_of(fields, src, cfg)
@@ -198,20 +199,21 @@ def _generation_records(rid, src, res, fields, where, cfg, tally, quarantine):
 
 
 def _spans(value, n_chars: int) -> tuple[list | None, str | None]:
-    """[[start, end, TAG], …] checked against the text, or (None, reason)."""
+    """[[start, end, TAG], …] checked against the text, or (None, "bad_span: <why>")."""
     if value is None:
         return None, None
     if not isinstance(value, list):
-        return None, "bad_span"
+        return None, f"bad_span: expected a list of spans, got {type(value).__name__}"
     out = []
     for span in value:
         if (
             not isinstance(span, list | tuple)
             or len(span) < 3
             or not all(isinstance(x, int) for x in span[:2])
-            or not 0 <= span[0] < span[1] <= n_chars
         ):
-            return None, "bad_span"
+            return None, f"bad_span: {span!r} is not [start, end, TAG]"
+        if not 0 <= span[0] < span[1] <= n_chars:
+            return None, f"bad_span: {span!r} does not fit the text of {n_chars} characters"
         out.append([span[0], span[1], str(span[2])])
     return sorted(out), None
 
@@ -261,11 +263,12 @@ def iter_sources(
     tally: StepTally,
     quarantine: Quarantine,
     provenance: list[dict],
+    task: str = "classification",
 ) -> Iterator[dict]:
     """Stream the records of every source; `provenance` gets one entry per finished source."""
     for i, src in enumerate(cfg.sources):
         res = resolve(src.path, src.format, base_dir)
         before = tally.n_in
-        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine)
+        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine, task)
         rows = tally.n_in - before
         provenance.append({"path": src.path, **res.provenance(), "rows": rows, "empty": rows == 0})

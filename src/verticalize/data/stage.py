@@ -72,7 +72,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         t_ingest = StepTally("ingest")
         detector = _boilerplate_detector(d)
         with open(work / "ingested.jsonl", "w", encoding="utf-8") as fh:
-            for rec in iter_sources(d, base, cfg.seed, t_ingest, quarantine, provenance):
+            for rec in iter_sources(d, base, cfg.seed, t_ingest, quarantine, provenance, cfg.task):
                 before.add(rec)
                 if detector is not None and "spans" not in rec:  # lines as pass 2 will see them
                     detector.observe(normalize_text(rec["text"], d.clean))

@@ -1,0 +1,199 @@
+"""NER plumbing without training: config checks, the data stage on CoNLL / Doccano sources,
+word encoding with the real tokenizer (first sub-token, truncation), heads chosen in YAML,
+`predict` input errors."""
+
+import json
+
+import pytest
+import torch
+from conftest import run_cli, write
+
+from verticalize import api
+from verticalize.config import NerConfig
+from verticalize.data.outputs import read_split
+from verticalize.errors import ConfigError, DataError
+from verticalize.models.load import load_tokenizer
+from verticalize.predict import read_texts
+from verticalize.runfolder import RunFolder
+from verticalize.tasks.ner import encode, make_ner_collate, ner_loss, new_tagger, predict
+from verticalize.tasks.ner_tags import entities, tag_names
+
+
+def _fails(result, *needles):
+    out = result.stderr + result.stdout
+    assert result.returncode != 0 and "Traceback" not in out, out
+    flat = " ".join(out.split())
+    for needle in needles:
+        assert needle in flat, flat
+
+
+CONLL = """\
+John\tB-PER
+lives\tO
+in\tO
+New\tB-LOC
+York\tI-LOC
+.\tO
+
+Aspirin\tB-DRUG
+cures\tO
+headache\tB-SYM
+\t
+张\tB-PER
+三\tI-PER
+在\tO
+北\tB-LOC
+京\tI-LOC
+
+"""
+
+
+def _project(tmp_path, extra="", data="", n=12):
+    (tmp_path / "train.conll").write_text(CONLL * n, encoding="utf-8")
+    body = f"""
+        name: ner-units
+        task: ner
+        data:
+          sources: [{{path: train.conll}}]
+          dedup: {{exact: false}}
+          split: {{validation: 0.2, test: 0.2}}
+        {data}
+        {extra}
+        """
+    return write(tmp_path / "verticalize.yaml", body)
+
+
+def test_ner_defaults_and_task_checks(tmp_path):
+    cfg = api.load(_project(tmp_path))
+    assert cfg.model.base == "all-MiniLM-L6-v2"
+    assert cfg.train.early_stopping.metric == "entity_f1_micro"
+    assert cfg.eval.baselines == ["feature_crf"] and cfg.ner.head == "crf"
+    with pytest.raises(ConfigError, match=r"eval.baselines\[0\].*does not apply to task: ner"):
+        api.load(_project(tmp_path, "eval: {baselines: [tfidf_lr]}"))
+    with pytest.raises(ConfigError, match="unknown metric 'macro_f1'"):
+        api.load(_project(tmp_path, "eval: {targets: [{metric: macro_f1, target: 0.5}]}"))
+    assert api.load(_project(tmp_path, "eval: {targets: [{metric: 'f1:PER', target: 0.5}]}"))
+    with pytest.raises(ConfigError, match="ner.head.*bigru"):
+        api.load(_project(tmp_path, "ner: {head: bigru}"))
+    with pytest.raises(ConfigError, match="for task: ner"):
+        api.load(_project(tmp_path, "model: {method: prompt_tuning}"))
+
+
+def test_data_stage_turns_conll_into_spans_and_counts_entity_types(tmp_path):
+    cfg = api.load(_project(tmp_path))
+    result = api.data(cfg, tmp_path / "run")
+    m = result.manifest
+    assert m["labels"] == ["DRUG", "LOC", "PER", "SYM"]
+    assert sum(m["label_counts"]["train"].values()) > 0
+    folder = RunFolder(cfg, tmp_path / "run")
+    recs = [r for s in ("train", "validation", "test") for r in read_split(cfg, folder.root, s)]
+    for r in recs:
+        for s, e, kind in r["spans"]:
+            expected = {"PER": ("John", "张三"), "LOC": ("New York", "北京")}.get(kind)
+            assert expected is None or r["text"][s:e] in expected
+    assert any(r["text"] == "张三在北京" for r in recs)  # character tokens joined without spaces
+
+
+def test_records_without_spans_are_quarantined_for_ner(tmp_path):
+    rows = [{"text": f"Patient {i} took aspirin", "spans": [[15, 22, "DRUG"]]} for i in range(10)]
+    rows[3] = {"text": "no spans field here"}
+    rows[5] = {"text": "Patient 5 took aspirin", "spans": [[15, 23, "DRUG"]]}
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    cfg = write(
+        tmp_path / "verticalize.yaml",
+        """
+        name: q
+        task: ner
+        data:
+          sources: [{path: d.jsonl}]
+          dedup: {exact: false}
+        """,
+    )
+    m = api.data(cfg, tmp_path / "run").manifest
+    assert m["dropped"] == {"missing_spans": 1, "bad_span": 1} and m["labels"] == ["DRUG"]
+    q = [json.loads(x) for x in (tmp_path / "run/data/quarantine.jsonl").read_text().splitlines()]
+    why = {x["reason"]: x for x in q}
+    assert why["missing_spans"]["line"] == 4 and why["bad_span"]["line"] == 6
+    assert "does not fit the text of 22 characters" in why["bad_span"]["detail"]
+
+
+def test_no_entities_at_all_is_a_clear_error(tmp_path):
+    (tmp_path / "o.conll").write_text("a\tO\nb\tO\n\n" * 10, encoding="utf-8")
+    cfg = write(
+        tmp_path / "verticalize.yaml",
+        "name: o\ntask: ner\ndata:\n  sources: [{path: o.conll}]\n  dedup: {exact: false}\n",
+    )
+    _fails(run_cli("data", str(cfg)), "no record has an entity span")
+
+
+def test_encode_labels_first_subtokens_and_keeps_bioes_valid_when_truncated():
+    tok = load_tokenizer("all-MiniLM-L6-v2")
+    tags = tag_names(["DRUG", "PER"], "bioes")
+    text = "Dr Smithsonian prescribed acetylsalicylic acid tablets"
+    rec = {"text": text, "spans": [[3, 14, "PER"], [26, 46, "DRUG"]]}
+    full = encode([rec], tok, tags, "bioes", 64)
+    item = full.items[0]
+    pieces = tok.convert_ids_to_tokens(item["input_ids"])
+    assert [pieces[p] for p in item["first"]] == [
+        "dr",
+        "smithsonian",
+        "prescribed",
+        "ace",
+        "acid",
+        "tablets",
+    ] or all(not pieces[p].startswith("##") for p in item["first"])
+    assert len(item["first"]) == 6 and item["kept"] == list(range(6))
+    assert [tags[t] for t in item["tags"]] == ["O", "S-PER", "O", "B-DRUG", "E-DRUG", "O"]
+    # max_length cuts inside "acetylsalicylic acid": the kept part still ends the entity
+    short = encode([rec], tok, tags, "bioes", len(item["input_ids"]) - 3)
+    kept_tags = [tags[t] for t in short.items[0]["tags"]]
+    assert short.truncated == 1 and kept_tags[-1] == "S-DRUG"
+    assert {e[0] for e in entities(kept_tags, "bioes")} == {"PER", "DRUG"}
+
+
+@pytest.mark.parametrize(
+    "ner",
+    [
+        NerConfig(head="linear", head_lr=None),
+        NerConfig(head="bilstm", lstm_hidden=16),
+        NerConfig(head="crf", fuse_with="linear", fusion="weighted"),
+        NerConfig(head="bilstm_crf", fuse_with="bilstm", fusion="gate", lstm_hidden=16),
+    ],
+    ids=["linear", "bilstm", "crf+linear", "bilstm_crf+bilstm-gate"],
+)
+def test_heads_from_config_train_a_step_and_predict_spans(ner):
+    model, tok, tags = new_tagger("all-MiniLM-L6-v2", ["DRUG"], ner)
+    recs = [{"text": "I took aspirin today", "spans": [[7, 14, "DRUG"]]}] * 4
+    enc = encode(recs, tok, tags, ner.scheme, 32)
+    batch = make_ner_collate(tok.pad_token_id)(enc.items)
+    loss, n = ner_loss(model, batch)
+    assert n == 16 and torch.isfinite(loss)
+    loss.backward()
+    head_grads = [p.grad for n_, p in model.named_parameters() if n_.startswith("head.")]
+    assert all(g is not None for g in head_grads)
+    assert model.lr_of("head.emitter.linear.weight") == ner.head_lr
+    assert model.lr_of("backbone.embeddings.word_embeddings.weight") is None
+    pred = predict(model, enc, tags, ner.scheme, tok.pad_token_id, 8)
+    assert len(pred.spans) == 4 and all(len(t) == 4 for t in pred.tags)
+    for spans in pred.spans:
+        for s, e, kind, score in spans:
+            assert kind == "DRUG" and 0 <= s < e <= 20 and 0 <= score <= 1
+
+
+def test_read_texts_names_the_bad_line(tmp_path):
+    good = tmp_path / "a.jsonl"
+    good.write_text('{"text": "one"}\n\n{"text": "two"}\n', encoding="utf-8")
+    assert read_texts(good) == ["one", "two"]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"text": "one"}\n{"body": "two"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"b.jsonl:2: field 'text' is missing"):
+        read_texts(bad)
+    (tmp_path / "c.jsonl").write_text("{nope\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"c.jsonl:1: not JSON"):
+        read_texts(tmp_path / "c.jsonl")
+
+
+def test_predict_without_a_trained_model_is_a_clear_error(tmp_path):
+    cfg = _project(tmp_path)
+    _fails(run_cli("predict", str(cfg), "--text", "John lives here"), "no trained model yet")
+    _fails(run_cli("predict", str(tmp_path), "--text", "x"), "not a model folder")
