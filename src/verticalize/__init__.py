@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from verticalize.api import data, evaluate, init, load, run, train  # noqa: E402
+from verticalize.api import data, evaluate, init, load, predict, run, train  # noqa: E402
 
-__all__ = ["__version__", "data", "evaluate", "init", "load", "run", "train"]
+__all__ = ["__version__", "data", "evaluate", "init", "load", "predict", "run", "train"]
