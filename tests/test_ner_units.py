@@ -197,3 +197,53 @@ def test_predict_without_a_trained_model_is_a_clear_error(tmp_path):
     cfg = _project(tmp_path)
     _fails(run_cli("predict", str(cfg), "--text", "John lives here"), "no trained model yet")
     _fails(run_cli("predict", str(tmp_path), "--text", "x"), "not a model folder")
+
+
+def test_label_studio_span_export_feeds_ner(tmp_path):
+    """A Label Studio JSON export with `labels` results (the NER labelling template)."""
+    texts = [("Metformin helps with type 2 diabetes", [(0, 9, "DRUG"), (21, 36, "DISEASE")])] * 8
+    texts += [("阿司匹林可以缓解头痛", [(0, 4, "DRUG"), (8, 10, "SYMPTOM")])] * 8
+    tasks = []
+    for i, (text, spans) in enumerate(texts):
+        result = [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "labels",
+                "value": {"start": s, "end": e, "text": text[s:e], "labels": [k]},
+            }
+            for s, e, k in spans
+        ]
+        tasks.append(
+            {"id": i, "data": {"text": f"{text} #{i}"}, "annotations": [{"result": result}]}
+        )
+    (tmp_path / "ls.json").write_text(json.dumps(tasks, ensure_ascii=False), encoding="utf-8")
+    cfg = write(
+        tmp_path / "verticalize.yaml",
+        """
+        name: ls
+        task: ner
+        data:
+          sources: [{path: ls.json, format: labelstudio}]
+          split: {validation: 0.0, test: 0.25, stratify: false}
+        """,
+    )
+    m = api.data(cfg, tmp_path / "run").manifest
+    assert m["labels"] == ["DISEASE", "DRUG", "SYMPTOM"] and m["out"] == 16
+    loaded = api.load(cfg)
+    folder = RunFolder(loaded, tmp_path / "run")
+    for r in read_split(loaded, folder.root, "train") + read_split(loaded, folder.root, "test"):
+        got = {r["text"][s:e] for s, e, _ in r["spans"]}
+        assert got in ({"Metformin", "type 2 diabetes"}, {"阿司匹林", "头痛"})
+
+
+def test_freeze_head_only_trains_just_the_head():
+    from verticalize.config import ModelConfig
+    from verticalize.models.adapt import adapt, count_parameters
+
+    model, _, _ = new_tagger("all-MiniLM-L6-v2", ["DRUG"], NerConfig(head="crf"))
+    method = ModelConfig(method="freeze", freeze={"head_only": True})
+    model.backbone = adapt(model.backbone, method, "TOKEN_CLS")
+    total, trainable = count_parameters(model)
+    head = sum(p.numel() for p in model.head.parameters())
+    assert trainable == head and total > 20_000_000

@@ -98,6 +98,7 @@ def ingest_source(
 
 
 def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
+    previous, repeat = None, 0
     for row in read_rows(res, src):
         tally.n_in += 1
         where = {"source": row.source or res.display, "line": row.line}
@@ -107,6 +108,10 @@ def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
             continue
         fields = row.fields
         rid = f"s{index}:{row.source or row.line}"
+        repeat = repeat + 1 if rid == previous else 0
+        previous = rid
+        if repeat:  # several records on one line (a one-line JSON array export)
+            rid = f"{rid}.{repeat}"
         if src.chat or src.templates or src.pretrain:
             made = list(_generation_records(rid, src, res, fields, where, cfg, tally, quarantine))
             tally.added += max(len(made) - 1, 0)  # templates make several records of one row
