@@ -62,6 +62,17 @@ def evaluate(config, run_dir=None, overrides=None, force: bool = False) -> Stage
     return _stage(stage, config, run_dir, overrides, force)
 
 
+def compare(run_a: str | Path, run_b: str | Path) -> tuple[dict, Path]:
+    """Compare two evaluated runs on one test set (paired bootstrap CIs, McNemar's test);
+    writes <run_b>/eval/compare.json and returns (result, its path)."""
+    from verticalize.evaluate.compare import compare_runs, write_comparison
+
+    result = compare_runs(Path(run_a), Path(run_b))
+    out = Path(run_b) / "eval" / "compare.json"
+    write_comparison(result, out)
+    return result, out
+
+
 def run(config, run_dir=None, overrides=None, force: bool = False) -> list[StageResult]:
     """The whole pipeline; a stage whose inputs did not change is skipped, training resumes."""
     cfg = load(config, overrides)

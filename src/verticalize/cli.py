@@ -127,9 +127,33 @@ def train(
 
 @app.command("eval")
 def eval_(
-    config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False
+    config: Annotated[
+        Path | None, typer.Argument(help="Path to verticalize.yaml.", show_default=False)
+    ] = None,
+    run_dir: RunDir = None,
+    set_: Sets = None,
+    force: Force = False,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            "--compare",
+            help="Two run folders evaluated on the same test split: paired bootstrap "
+            "confidence intervals and McNemar's test (writes <runB>/eval/compare.json).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate the model and the baselines on the test split (run/eval/report.*)."""
+    if compare:
+        result, path = api.compare(*compare)
+        for name, m in result["metrics"].items():
+            console.print(
+                f"{name}: A {m['a']:.4f}  B {m['b']:.4f}  Δ {m['delta']:+.4f}  "
+                f"{m['confidence']:.0%} CI [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]"
+            )
+        console.print(f"[bold]{escape(result['verdict'])}[/bold]\n  comparison: {path}")
+        return
+    if config is None:
+        raise typer.BadParameter("give a verticalize.yaml, or --compare RUN_A RUN_B")
     _report([api.evaluate(config, run_dir, set_, force)])
 
 

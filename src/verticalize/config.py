@@ -474,13 +474,61 @@ class Target(Section):
     )
 
 
+NOISE_KINDS = ("insert", "delete", "replace", "swap", "homophone", "similar_shape", "traditional")
+
+
+class RobustnessConfig(Section):
+    enabled: bool = False
+    rate: float = Field(0.1, gt=0.0, le=1.0, description="Share of characters edited.")
+    kinds: list[Literal[NOISE_KINDS]] | None = Field(
+        None,
+        description="Default: insert, delete, replace, swap; plus homophone, similar_shape, "
+        "traditional for Chinese text.",
+    )
+
+
+class FgsmConfig(Section):
+    enabled: bool = False
+    epsilon: float = Field(
+        0.5, ge=0.0, description="Step on the input embeddings, in units of their mean |value|."
+    )
+
+
+class SubstitutionConfig(Section):
+    enabled: bool = False
+    max_words: int = Field(3, ge=1, description="Words an attack may replace per text.")
+    candidates: int = Field(8, ge=1, description="Embedding neighbours tried per word.")
+    n: int = Field(100, ge=1, description="Correctly classified test texts attacked.")
+
+
+class AdversarialConfig(Section):
+    fgsm: FgsmConfig = FgsmConfig()
+    substitution: SubstitutionConfig = SubstitutionConfig()
+
+
+class CvConfig(Section):
+    enabled: bool = False
+    epochs: int | None = Field(
+        None, ge=1, description="Epochs per fold; default: train.epochs (fewer = faster)."
+    )
+
+
 class EvalConfig(Section):
     targets: list[Target] = []
-    baselines: list[Literal["tfidf_lr", "feature_crf"]] | None = Field(
+    baselines: list[Literal["tfidf_lr", "lightgbm", "feature_crf"]] | None = Field(
         None,
-        description="Default: tfidf_lr (classification), feature_crf (ner), none (generation).",
+        description="Default: tfidf_lr + lightgbm (classification), feature_crf (ner), "
+        "none (generation).",
     )
-    tfidf_analyzer: Literal["auto", "word", "char"] = "auto"
+    tfidf_analyzer: Literal["auto", "word", "char", "jieba"] = Field(
+        "auto",
+        description="auto = jieba words for Chinese, words otherwise; char = character 1-3-grams.",
+    )
+    cv: CvConfig = Field(
+        CvConfig(), description="k-fold cross-validation over data.split.folds (classification)."
+    )
+    robustness: RobustnessConfig = RobustnessConfig()
+    adversarial: AdversarialConfig = AdversarialConfig()
     batch_size: int = Field(64, ge=1)
 
 
@@ -585,7 +633,11 @@ DEFAULT_BASE = {
     "ner": "all-MiniLM-L6-v2",
 }
 DEFAULT_STOP_METRIC = {"classification": "macro_f1", "generation": "loss", "ner": "entity_f1_micro"}
-DEFAULT_BASELINES = {"classification": ("tfidf_lr",), "generation": (), "ner": ("feature_crf",)}
+DEFAULT_BASELINES = {
+    "classification": ("tfidf_lr", "lightgbm"),
+    "generation": (),
+    "ner": ("feature_crf",),
+}
 NER_METRICS = (
     "entity_f1_micro",
     "entity_f1_macro",

@@ -37,3 +37,9 @@ class StageOrderError(VerticalizeError):
     """A stage was asked to run before the stage whose files it reads."""
 
     exit_code = 6
+
+
+class EvalError(VerticalizeError):
+    """Runs cannot be evaluated or compared (e.g. different test sets)."""
+
+    exit_code = 7

@@ -124,9 +124,16 @@ def write_report(report: dict, history: list[dict], out_dir: Path) -> tuple[Path
     template = env.from_string(
         (files("verticalize.evaluate") / "report.html.j2").read_text(encoding="utf-8")
     )
+    robustness = {
+        row["noise"]: {k: row[k] for k in row.get("drops", {})}
+        for row in report.get("robustness") or []
+    }
     html_path.write_text(
         template.render(
-            r=report, loss_chart=loss_chart, f1_chart=bar_chart(per_class, "per-class F1")
+            r=report,
+            loss_chart=loss_chart,
+            f1_chart=bar_chart(per_class, "per-class F1"),
+            robustness_chart=bar_chart(robustness, "scores under noise") if robustness else "",
         ),
         encoding="utf-8",
     )

@@ -1,0 +1,98 @@
+"""Cross-validation (E3): the training recipe re-run on each of the data stage's k folds.
+
+The folds cover train + validation (the test split stays untouched) and were assigned by
+dedup group, so near-copies never straddle a fold boundary. Fold k is held out; the other
+folds are cut 90/10 into training and a validation slice that picks the best epoch, as the
+main run does. Folds run one after another, each with its own progress bar.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+
+import numpy as np
+import torch
+from accelerate.utils import set_seed
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.data.outputs import read_split
+from verticalize.errors import ConfigError
+from verticalize.evaluate.metrics import classification_metrics
+from verticalize.models.adapt import adapt
+from verticalize.models.load import load_sequence_classifier
+from verticalize.runfolder import RunFolder
+from verticalize.tasks.classification import EncodedRecords, classification_recipe, predict_proba
+from verticalize.train.loop import train_model
+
+SCALARS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "macro_precision", "macro_recall")
+
+
+def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
+    """{"k", "epochs", "<metric>": {"mean", "std", "values"}, "per_class_f1": {…}, "seconds"}."""
+    k = cfg.data.split.folds
+    if not k:
+        raise ConfigError(
+            f"{cfg.source_file}: eval.cv.enabled needs folds. Fix: set data.split.folds (e.g. 5)."
+        )
+    records = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
+    epochs = cfg.eval.cv.epochs or cfg.train.epochs
+    t = cfg.train.model_copy(update={"epochs": epochs, "tensorboard": False})
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    work = folder.stage_dir("eval") / "cv"
+    started, folds = time.perf_counter(), []
+    for fold in range(k):
+        held = [r for r in records if r.get("fold") == fold]
+        rest = [r for r in records if r.get("fold") != fold]
+        random.Random(f"{cfg.seed}:cv:{fold}").shuffle(rest)
+        n_val = max(len(rest) // 10, 1)
+        val, train = rest[:n_val], rest[n_val:]
+        set_seed(cfg.seed + fold)
+        model, tok = load_sequence_classifier(cfg.model.base, labels)
+        model = adapt(model, cfg.model)
+        n = cfg.model.max_length
+        train_set = EncodedRecords(train, tok, label2id, n)
+        val_set = EncodedRecords(val, tok, label2id, n)
+        recipe = classification_recipe(
+            train_set,
+            val_set,
+            [r["label"] for r in val],
+            labels,
+            tok.pad_token_id,
+            t.label_smoothing,
+            t.eval_batch_size,
+        )
+        recipe.label = f"cv fold {fold + 1}/{k}"
+        tick = time.perf_counter()
+        train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}")
+        with torch.inference_mode():
+            probs = predict_proba(
+                model, EncodedRecords(held, tok, label2id, n), tok.pad_token_id, t.eval_batch_size
+            )
+        m = classification_metrics(
+            [r["label"] for r in held], [labels[i] for i in probs.argmax(axis=1)], labels
+        )
+        folds.append(m)
+        shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)  # checkpoints: GBs on disk
+        console.print(
+            f"eval: cv fold {fold + 1}/{k}: {len(train)} train, {len(held)} held out, "
+            f"macro_f1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} "
+            f"({time.perf_counter() - tick:.0f} s)"
+        )
+    out: dict = {"k": k, "epochs": epochs, "n": len(records)}
+    for name in SCALARS:
+        out[name] = _mean_std([f[name] for f in folds])
+    out["per_class_f1"] = {
+        lab: _mean_std([f["per_class"][lab]["f1"] for f in folds]) for lab in labels
+    }
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _mean_std(values: list[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1) over the folds."""
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "values": [round(float(v), 4) for v in arr]}
