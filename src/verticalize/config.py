@@ -490,7 +490,7 @@ class RobustnessConfig(Section):
 class FgsmConfig(Section):
     enabled: bool = False
     epsilon: float = Field(
-        0.5, ge=0.0, description="Step on the input embeddings, in units of their mean |value|."
+        0.05, ge=0.0, description="Step on the input embeddings, in units of their RMS value."
     )
 
 

@@ -10,7 +10,7 @@ from verticalize import __version__
 from verticalize.config import Config, Target
 from verticalize.console import console
 from verticalize.data.outputs import read_split
-from verticalize.evaluate.baselines import tfidf_lr
+from verticalize.evaluate.baselines import BASELINES
 from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
 from verticalize.evaluate.report import write_report
 from verticalize.runfolder import (
@@ -91,13 +91,12 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     metrics = classification_metrics(gold, preds, labels)
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
 
-    baselines = {}
-    b_preds = None
-    if "tfidf_lr" in cfg.eval.baselines:
-        console.print("eval: fitting the TF-IDF + logistic-regression baseline")
-        b = tfidf_lr(fit_on, test, labels, cfg.eval.tfidf_analyzer)
-        b_preds = b.pop("predictions")
-        baselines["tfidf_lr"] = b
+    baselines, b_preds = {}, {}
+    for name in cfg.eval.baselines:
+        console.print(f"eval: fitting the {name} baseline on the same splits")
+        b = BASELINES[name](fit_on, test, labels, cfg.eval.tfidf_analyzer)
+        b_preds[name] = b.pop("predictions")
+        baselines[name] = b
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
@@ -106,7 +105,7 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
                 "gold": r["label"],
                 "pred": p,
                 "confidence": float(probs[i].max()),
-                **({"tfidf_lr": b_preds[i]} if b_preds else {}),
+                **{name: p[i] for name, p in b_preds.items()},
             }
             for i, (r, p) in enumerate(zip(test, preds, strict=True))
         ),
@@ -117,7 +116,56 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
         "verdict": verdict(metrics, baselines),
         "summary_metrics": SUMMARY,
     }
+    report |= stress_tests(cfg, model, tokenizer, test, labels, metrics)
+    if cfg.eval.cv.enabled:
+        from verticalize.evaluate.cv import cross_validate
+
+        report["cv"] = cross_validate(cfg, folder, labels)
     return report, infer_s
+
+
+def stress_tests(cfg: Config, model, tokenizer, test, labels, clean: dict) -> dict:
+    """E4: the test split under character noise of each kind, and adversarial attacks."""
+    out: dict = {}
+    rob, adv = cfg.eval.robustness, cfg.eval.adversarial
+    n = cfg.model.max_length
+    if rob.enabled:
+        from verticalize.evaluate.noise import applicable_kinds
+        from verticalize.evaluate.robustness import robustness_table
+
+        label2id = {lab: i for i, lab in enumerate(labels)}
+
+        def score(records: list[dict]) -> dict:
+            data = EncodedRecords(records, tokenizer, label2id, n)
+            with torch.inference_mode():
+                probs = predict_proba(model, data, tokenizer.pad_token_id, cfg.eval.batch_size)
+            preds = [labels[i] for i in probs.argmax(axis=1)]
+            return classification_metrics([r["label"] for r in records], preds, labels)
+
+        kinds = rob.kinds or applicable_kinds([r["text"] for r in test])
+        console.print(f"eval: robustness under {rob.rate:.0%} noise: {', '.join(kinds)}")
+        out["robustness"] = robustness_table(
+            score, test, kinds, rob.rate, cfg.seed, ["macro_f1", "accuracy"], clean=clean
+        )
+    attacks: dict = {}
+    if adv.fgsm.enabled:
+        from verticalize.evaluate.adversarial import fgsm
+
+        console.print(f"eval: FGSM on the input embeddings, ε = {adv.fgsm.epsilon}")
+        attacks["fgsm"] = fgsm(
+            model, tokenizer, test, labels, adv.fgsm.epsilon, n, cfg.eval.batch_size
+        )
+    if adv.substitution.enabled:
+        from verticalize.evaluate.adversarial import substitution_attack
+
+        s = adv.substitution
+        console.print(f"eval: greedy word substitution on up to {s.n} texts")
+        attacks["substitution"] = substitution_attack(
+            model, tokenizer, test, labels, n, s.max_words, s.candidates, s.n
+        )
+    if attacks:
+        out["adversarial"] = attacks
+    return out
 
 
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
