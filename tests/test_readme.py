@@ -49,7 +49,7 @@ def test_readme_example_command_runs_shortened(tmp_path):
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["init"], ["data"], ["train"], ["eval"], ["run"]):
+    for cmd in ([], ["init"], ["data"], ["train"], ["eval"], ["run"], ["predict"], ["tune"]):
         r = subprocess.run([VERTICALIZE, *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 

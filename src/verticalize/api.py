@@ -73,6 +73,18 @@ def compare(run_a: str | Path, run_b: str | Path) -> tuple[dict, Path]:
     return result, out
 
 
+def tune(
+    config, run_dir=None, trials: int | None = None, sampler: str | None = None, overrides=None
+) -> dict:
+    """Search the config fields in tune.space (grid, random or TPE, with Optuna), each trial
+    trained in <run>/tune/trial-<k> and scored on the validation split; writes
+    <run>/tune/{trials.jsonl, results.csv, summary.json, best.yaml} and returns the summary
+    (every trial under "results")."""
+    from verticalize.tune import tune as run_tune
+
+    return run_tune(config, run_dir, trials, sampler, overrides)
+
+
 def run(config, run_dir=None, overrides=None, force: bool = False) -> list[StageResult]:
     """The whole pipeline; a stage whose inputs did not change is skipped, training resumes."""
     cfg = load(config, overrides)

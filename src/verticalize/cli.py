@@ -169,6 +169,60 @@ def run(config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: For
 
 
 @app.command()
+def tune(
+    config: ConfigArg,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Trial budget (default: tune.trials).")
+    ] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option("--sampler", help="grid, random or tpe (default: tune.sampler)."),
+    ] = None,
+    run_dir: RunDir = None,
+    set_: Sets = None,
+) -> None:
+    """Search config fields (tune.space) with grid / random / TPE; best config to run/tune/."""
+    summary = api.tune(config, run_dir, trials, sampler, set_)
+    _tune_table(summary)
+
+
+def _tune_table(s: dict) -> None:
+    from rich.table import Table
+
+    best = (s.get("best") or {}).get("trial")
+    names = list(s["space"])
+    console.print(
+        f"[bold]tune[/bold]: {s['trials']} trials ({s['sampler']}), {escape(s['metric'])} on "
+        f"the validation split ({s['direction']}), {s['failed']} failed"
+    )
+    table = Table()
+    table.add_column("trial", justify="right")
+    for name in names:
+        table.add_column(escape(name), justify="right")
+    table.add_column(escape(s["metric"]), justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("note")
+    for r in s["results"]:
+        cells = [f"{r['trial']} ★" if r["trial"] == best else str(r["trial"])]
+        for name in names:
+            v = r["params"].get(name)
+            shown = v if isinstance(v, str) else json.dumps(v)
+            cells.append(escape(f"{v:.4g}" if isinstance(v, float) else shown))
+        cells.append("failed" if r["value"] is None else f"{r['value']:.4f}")
+        cells.append("" if r["seconds"] is None else f"{r['seconds']:.1f}")
+        note = escape((r["error"] or "")[:80]) or ("reused" if r.get("reused") else "")
+        table.add_row(*cells, note, style="bold green" if r["trial"] == best else None)
+    console.print(table)
+    b = s["best"]
+    console.print(
+        f"[bold]best: trial {b['trial']}, {s['metric']} = {b['value']:.4f}[/bold] "
+        f"({escape(', '.join(f'{k}={v}' for k, v in b['params'].items()))})"
+    )
+    console.print(f"  best config: {s['best_config']}")
+    console.print(f"  results: {s['tune_dir']}")
+
+
+@app.command()
 def predict(
     target: Annotated[
         Path, typer.Argument(help="verticalize.yaml (uses its run's model/) or a model folder.")

@@ -39,7 +39,11 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
         )
     records = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
     epochs = cfg.eval.cv.epochs or cfg.train.epochs
-    t = cfg.train.model_copy(update={"epochs": epochs, "tensorboard": False})
+    cv = cfg.eval.cv
+    t = cfg.train.model_copy(
+        update={"epochs": epochs, "tensorboard": False, "lr": cv.lr or cfg.train.lr}
+    )
+    n = cv.max_length or cfg.model.max_length
     label2id = {lab: i for i, lab in enumerate(labels)}
     work = folder.stage_dir("eval") / "cv"
     started, folds = time.perf_counter(), []
@@ -52,7 +56,6 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
         set_seed(cfg.seed + fold)
         model, tok = load_sequence_classifier(cfg.model.base, labels)
         model = adapt(model, cfg.model)
-        n = cfg.model.max_length
         train_set = EncodedRecords(train, tok, label2id, n)
         val_set = EncodedRecords(val, tok, label2id, n)
         recipe = classification_recipe(
@@ -81,7 +84,7 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
             f"macro_f1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} "
             f"({time.perf_counter() - tick:.0f} s)"
         )
-    out: dict = {"k": k, "epochs": epochs, "n": len(records)}
+    out: dict = {"k": k, "epochs": epochs, "max_length": n, "lr": t.lr, "n": len(records)}
     for name in SCALARS:
         out[name] = _mean_std([f[name] for f in folds])
     out["per_class_f1"] = {

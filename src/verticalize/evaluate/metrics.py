@@ -42,5 +42,5 @@ def metric_value(metrics: dict, name: str) -> float | None:
 
 
 def lower_is_better(name: str) -> bool:
-    """Latency, time and loss metrics improve downwards; everything else upwards."""
-    return "latency" in name or name.endswith(("loss", "_ms", "_s"))
+    """Latency, time, loss and calibration error improve downwards; everything else upwards."""
+    return "latency" in name or name == "ece" or name.endswith(("loss", "_ms", "_s"))

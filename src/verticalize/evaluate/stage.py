@@ -11,6 +11,7 @@ from verticalize.config import Config, Target
 from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.evaluate.baselines import BASELINES
+from verticalize.evaluate.calibration import calibration
 from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
 from verticalize.evaluate.report import write_report
 from verticalize.runfolder import (
@@ -90,6 +91,8 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     gold = [r["label"] for r in test]
     metrics = classification_metrics(gold, preds, labels)
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
+    metrics["calibration"] = calibration(gold, preds, [float(c) for c in probs.max(axis=1)])
+    metrics["ece"] = metrics["calibration"]["ece"]
 
     baselines, b_preds = {}, {}
     for name in cfg.eval.baselines:
@@ -116,6 +119,11 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
         "verdict": verdict(metrics, baselines),
         "summary_metrics": SUMMARY,
     }
+    from verticalize.evaluate.error_analysis import eval_error_analysis
+
+    report["error_analysis"] = eval_error_analysis(
+        test, preds, probs, labels, out_dir, sensitive="test" in cfg.data.sensitive
+    )
     report |= stress_tests(cfg, model, tokenizer, test, labels, metrics)
     if cfg.eval.cv.enabled:
         from verticalize.evaluate.cv import cross_validate
