@@ -59,6 +59,18 @@ class TrainOutcome:
     resumed_from: str | None
     train_seconds: float
 
+    def manifest_fields(self, metric: str) -> dict:
+        """What the train manifest records of a finished run."""
+        return {
+            "steps": self.steps,
+            "epochs_run": self.epochs_run,
+            "best_metric": {metric: self.best_metric},
+            "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
+            "resumed_from": self.resumed_from,
+            "train_seconds": round(self.train_seconds, 2),
+        }
+
 
 def _optimizer(model, cfg) -> torch.optim.AdamW:
     """AdamW without decay on biases and norms; a model may give some parameters their own

@@ -57,11 +57,5 @@ def train_ner(cfg: Config, folder: RunFolder, out_dir: Path, types: list[str]) -
         "method": cfg.model.method,
         "parameters": total,
         "trainable_parameters": trainable,
-        "steps": outcome.steps,
-        "epochs_run": outcome.epochs_run,
-        "best_metric": {cfg.train.early_stopping.metric: outcome.best_metric},
-        "best_step": outcome.best_step,
-        "stopped_early": outcome.stopped_early,
-        "resumed_from": outcome.resumed_from,
-        "train_seconds": round(outcome.train_seconds, 2),
+        **outcome.manifest_fields(cfg.train.early_stopping.metric),
     }
