@@ -44,20 +44,18 @@ def load_predictor(folder: Path, batch_size: int = 32) -> Predictor:
 
 
 def _classifier(folder: Path, batch_size: int) -> Predictor:
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from verticalize.tasks.classification import EncodedRecords, predict_proba
+    from verticalize.tasks.classification import predict_records
 
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     def run(texts: list[str]) -> list[dict]:
-        records = [{"text": t, "label": labels[0]} for t in texts]
-        data = EncodedRecords(records, tokenizer, {labels[0]: 0}, tokenizer.model_max_length)
-        with torch.inference_mode():
-            probs = predict_proba(model, data, tokenizer.pad_token_id, batch_size)
+        records = [{"text": t} for t in texts]
+        n = tokenizer.model_max_length
+        probs, _ = predict_records(model, tokenizer, records, labels, n, batch_size)
         return [
             {
                 "label": labels[int(p.argmax())],

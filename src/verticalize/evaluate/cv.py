@@ -13,7 +13,6 @@ import shutil
 import time
 
 import numpy as np
-import torch
 from accelerate.utils import set_seed
 
 from verticalize.config import Config
@@ -24,7 +23,11 @@ from verticalize.evaluate.metrics import classification_metrics
 from verticalize.models.adapt import adapt
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.classification import EncodedRecords, classification_recipe, predict_proba
+from verticalize.tasks.classification import (
+    EncodedRecords,
+    classification_recipe,
+    predict_records,
+)
 from verticalize.train.loop import train_model
 
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "macro_precision", "macro_recall")
@@ -70,13 +73,8 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
         recipe.label = f"cv fold {fold + 1}/{k}"
         tick = time.perf_counter()
         train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}")
-        with torch.inference_mode():
-            probs = predict_proba(
-                model, EncodedRecords(held, tok, label2id, n), tok.pad_token_id, t.eval_batch_size
-            )
-        m = classification_metrics(
-            [r["label"] for r in held], [labels[i] for i in probs.argmax(axis=1)], labels
-        )
+        _, preds = predict_records(model, tok, held, labels, n, t.eval_batch_size)
+        m = classification_metrics([r["label"] for r in held], preds, labels)
         folds.append(m)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)  # checkpoints: GBs on disk
         console.print(

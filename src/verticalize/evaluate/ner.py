@@ -8,7 +8,7 @@ from pathlib import Path
 
 from verticalize.config import Config
 from verticalize.console import console
-from verticalize.evaluate.ner_metrics import entity_scores
+from verticalize.evaluate.ner_metrics import entity_scores, token_accuracy
 from verticalize.runfolder import write_jsonl
 from verticalize.tasks.ner import encode, entity_tuples, load_tagger, predict
 from verticalize.tasks.ner_tags import spans_to_word_tags
@@ -31,12 +31,7 @@ def evaluate_ner(cfg: Config, model_dir: Path, test: list[dict], fit_on: list[di
         spans_to_word_tags(w, r.get("spans") or [], ner_cfg.scheme)[0]
         for w, r in zip(enc.words, test, strict=True)
     ]
-    pairs = [
-        (g, p)
-        for gs, ps in zip(gold_tags, pred.tags, strict=True)
-        for g, p in zip(gs, ps, strict=True)
-    ]
-    metrics["token_accuracy"] = sum(g == p for g, p in pairs) / max(len(pairs), 1)
+    metrics["token_accuracy"] = token_accuracy(gold_tags, pred.tags)
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
     metrics["misaligned_spans"] = enc.misaligned_spans
     metrics["truncated_records"] = enc.truncated

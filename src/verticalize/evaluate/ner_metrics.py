@@ -69,11 +69,15 @@ def tag_scores(gold_tags: list[list[str]], pred_tags: list[list[str]], scheme: s
     out = entity_scores(
         [entities(t, scheme) for t in gold_tags], [entities(t, scheme) for t in pred_tags]
     )
-    n = sum(len(t) for t in gold_tags)
+    out["token_accuracy"] = token_accuracy(gold_tags, pred_tags)
+    return out
+
+
+def token_accuracy(gold_tags: list[list[str]], pred_tags: list[list[str]]) -> float:
+    """The share of words whose predicted tag equals the gold tag."""
     same = sum(
         g == p
         for gs, ps in zip(gold_tags, pred_tags, strict=True)
         for g, p in zip(gs, ps, strict=True)
     )
-    out["token_accuracy"] = _div(same, n)
-    return out
+    return _div(same, sum(len(t) for t in gold_tags))

@@ -21,7 +21,7 @@ from verticalize.runfolder import (
     read_jsonl,
     write_jsonl,
 )
-from verticalize.tasks.classification import EncodedRecords, predict_proba
+from verticalize.tasks.classification import EncodedRecords, predict_proba, predict_records
 
 SUMMARY = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
 
@@ -141,13 +141,8 @@ def stress_tests(cfg: Config, model, tokenizer, test, labels, clean: dict) -> di
         from verticalize.evaluate.noise import applicable_kinds
         from verticalize.evaluate.robustness import robustness_table
 
-        label2id = {lab: i for i, lab in enumerate(labels)}
-
         def score(records: list[dict]) -> dict:
-            data = EncodedRecords(records, tokenizer, label2id, n)
-            with torch.inference_mode():
-                probs = predict_proba(model, data, tokenizer.pad_token_id, cfg.eval.batch_size)
-            preds = [labels[i] for i in probs.argmax(axis=1)]
+            _, preds = predict_records(model, tokenizer, records, labels, n, cfg.eval.batch_size)
             return classification_metrics([r["label"] for r in records], preds, labels)
 
         kinds = rob.kinds or applicable_kinds([r["text"] for r in test])

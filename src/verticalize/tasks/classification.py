@@ -8,7 +8,8 @@ from torch.utils.data import Dataset
 
 
 class EncodedRecords(Dataset):
-    """Tokenized records (unpadded); padding happens per batch in `collate`."""
+    """Tokenized records (unpadded); padding happens per batch in `collate`. Records without
+    a "label" field (texts to predict) get label -100."""
 
     def __init__(self, records: list[dict], tokenizer, label2id: dict[str, int], max_length: int):
         enc = tokenizer(
@@ -18,7 +19,7 @@ class EncodedRecords(Dataset):
             {
                 "input_ids": enc["input_ids"][i],
                 "attention_mask": enc["attention_mask"][i],
-                "labels": label2id[r["label"]],
+                "labels": label2id[r["label"]] if "label" in r else -100,
             }
             for i, r in enumerate(records)
         ]
@@ -66,6 +67,16 @@ def predict_proba(model, dataset: EncodedRecords, pad_token_id: int, batch_size:
         ).logits
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+def predict_records(
+    model, tokenizer, records: list[dict], labels: list[str], max_length: int, batch_size: int
+) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities and the predicted label of every record."""
+    data = EncodedRecords(records, tokenizer, {lab: i for i, lab in enumerate(labels)}, max_length)
+    with torch.inference_mode():
+        probs = predict_proba(model, data, tokenizer.pad_token_id, batch_size)
+    return probs, [labels[i] for i in probs.argmax(axis=1)]
 
 
 def classification_recipe(
