@@ -43,3 +43,21 @@ class EvalError(VerticalizeError):
     """Runs cannot be evaluated or compared (e.g. different test sets)."""
 
     exit_code = 7
+
+
+class ExportError(VerticalizeError):
+    """A model cannot be exported, or its quantized copy lost too much accuracy to publish."""
+
+    exit_code = 8
+
+
+class RegistryError(VerticalizeError):
+    """The model registry refused an action (unknown model / alias, promotion gate failed)."""
+
+    exit_code = 9
+
+
+class ServeError(VerticalizeError):
+    """The service cannot start (bad keys file, port in use, model missing)."""
+
+    exit_code = 10
