@@ -85,10 +85,103 @@ def tune(
     return run_tune(config, run_dir, trials, sampler, overrides)
 
 
+def export(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
+    """Merged Hugging Face folder + model card, ONNX + INT8 (classification) measured against
+    the original on the test split; writes run/export/. Raises ExportError (nothing is
+    published) when the quantized model loses more than export.max_metric_drop."""
+    from verticalize.export import stage
+
+    return _stage(stage, config, run_dir, overrides, force)
+
+
 def run(config, run_dir=None, overrides=None, force: bool = False) -> list[StageResult]:
-    """The whole pipeline; a stage whose inputs did not change is skipped, training resumes."""
+    """The whole pipeline; a stage whose inputs did not change is skipped, training resumes.
+    With registry.enabled the exported model is registered (and promoted when it beats the
+    champion by registry.margin); the outcome is in the last result's manifest."""
     cfg = load(config, overrides)
-    return [verb(cfg, run_dir, force=force) for verb in (data, train, evaluate)]
+    results = [verb(cfg, run_dir, force=force) for verb in (data, train, evaluate, export)]
+    if cfg.registry.enabled:
+        results[-1].manifest["registry"] = register_and_promote(cfg, run_dir)
+    return results
+
+
+def register_and_promote(config, run_dir=None, overrides=None) -> dict:
+    """Register the run's exported model; if a champion exists, promote the new version when
+    it beats the champion by registry.margin on the same test set, else keep it challenger."""
+    from verticalize import registry
+    from verticalize.errors import RegistryError
+
+    cfg = load(config, overrides)
+    folder = RunFolder(cfg, run_dir)
+    uri = registry.tracking_uri(cfg, folder.root.parent)
+    entry = registry.register(cfg, folder)
+    if entry.get("alias") == "challenger":
+        try:
+            entry["promotion"] = registry.promote(
+                entry["name"], uri, cfg.registry.metric, cfg.registry.margin
+            )
+        except RegistryError as e:
+            entry["promotion"] = {"promoted": False, "reason": str(e)}
+    entry["tracking_uri"] = uri
+    return entry
+
+
+def registry_uri(tracking_uri: str | None = None) -> str:
+    """The tracking URI the registry commands use: the one given, else $MLFLOW_TRACKING_URI,
+    else sqlite:///runs/mlflow.db under the current folder."""
+    from verticalize import registry
+
+    return tracking_uri or registry.tracking_uri(None, Path("runs").resolve())
+
+
+def promote(
+    name: str,
+    tracking_uri: str | None = None,
+    metric: str | None = None,
+    margin: float = 0.03,
+    force: bool = False,
+) -> dict:
+    """Make the challenger the champion if it beats it by `margin` on the same test set."""
+    from verticalize import registry
+
+    return registry.promote(name, registry_uri(tracking_uri), metric, margin, force)
+
+
+def rollback(name: str, tracking_uri: str | None = None) -> dict:
+    """Restore the previous champion."""
+    from verticalize import registry
+
+    return registry.rollback(name, registry_uri(tracking_uri))
+
+
+def versions(name: str | None = None, tracking_uri: str | None = None) -> list[dict]:
+    """Registered versions with their aliases and test metric."""
+    from verticalize import registry
+
+    return registry.list_versions(name, registry_uri(tracking_uri))
+
+
+def serve(target: str, settings=None, tracking_uri: str | None = None) -> None:
+    """Start the HTTP service for a run folder, a model folder or models:/name@alias
+    (blocks until stopped). `settings` is a ServeConfig (default: its defaults)."""
+    from verticalize.config import ServeConfig
+    from verticalize.serve.server import serve as start
+
+    start(target, settings or ServeConfig(), tracking_uri)
+
+
+def add_api_key(keys_file: str | Path, key_id: str, role: str = "user") -> str:
+    """Append a salted hash of a new API key to `keys_file`; returns the key (shown once)."""
+    from verticalize.serve.security import add_key
+
+    return add_key(Path(keys_file), key_id, role)
+
+
+def export_feedback(feedback_dir: str | Path, output: str | Path, task: str) -> int:
+    """Write the corrections in a feedback folder as training records (a data source)."""
+    from verticalize.serve.feedback import export_corrections
+
+    return export_corrections(Path(feedback_dir), Path(output), task)
 
 
 def predict(target: str | Path | Config, texts: list[str], run_dir=None) -> list[dict]:
@@ -98,6 +191,11 @@ def predict(target: str | Path | Config, texts: list[str], run_dir=None) -> list
     from verticalize.predict import load_predictor
 
     return load_predictor(model_folder(target, run_dir))(list(texts))
+
+
+def run_folder(config, run_dir=None) -> Path:
+    """The run folder of a config (runs/<name> unless run_dir / run_dir: say otherwise)."""
+    return RunFolder(load(config), run_dir).root
 
 
 def model_folder(target: str | Path | Config, run_dir=None) -> Path:

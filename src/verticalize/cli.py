@@ -159,10 +159,11 @@ def eval_(
 
 @app.command()
 def run(config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False) -> None:
-    """Run the whole pipeline: data → train → eval, skipping stages that are up to date."""
+    """The whole pipeline: data → train → eval → export (→ registry), skipping what is current."""
     results = api.run(config, run_dir, set_, force)
     _report(results)
-    report = Path(results[-1].outputs.get("report_json", "")) if results[-1].outputs else None
+    _export_summary(results[-1].manifest)
+    report = Path(results[2].outputs.get("report_json", "")) if results[2].outputs else None
     if report and report.is_file():
         body = json.loads(report.read_text())
         console.print(f"[bold]{body['verdict']}[/bold]")
@@ -258,6 +259,185 @@ def predict(
     else:
         for line in lines:
             sys.stdout.write(line + "\n")
+
+
+@app.command()
+def export(
+    config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False
+) -> None:
+    """Model card + merged model; ONNX and INT8 checked against the original (run/export/)."""
+    result = api.export(config, run_dir, set_, force)
+    _report([result])
+    _export_summary(result.manifest)
+
+
+def _export_summary(m: dict) -> None:
+    if m.get("metric_drop") is not None:
+        console.print(
+            f"  int8 vs torch: {m['metric']} {m['metrics']['torch']:.4f} → "
+            f"{m['metrics']['onnx_int8']:.4f} (drop {m['metric_drop']:+.4f}), latency ×"
+            f"{m['latency_ratio']:.2f}, size ×{m['size_ratio']:.2f}"
+        )
+    reg = m.get("registry")
+    if reg:
+        console.print(
+            f"  registry: {escape(reg['name'])} version {reg['version']} is "
+            f"{reg.get('alias') or 'registered'} ({reg.get('tracking_uri', '')})"
+        )
+        promo = reg.get("promotion")
+        if promo:
+            said = "promoted to champion" if promo.get("promoted") else promo.get("reason", "")
+            console.print(f"  promotion: {escape(str(said))}")
+
+
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db).",
+    ),
+]
+registry_app = typer.Typer(no_args_is_help=True, help="Model registry: versions, aliases, gate.")
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("list")
+def registry_list(
+    name: Annotated[str | None, typer.Argument(help="Registered model (default: all).")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Versions with their aliases (champion / challenger) and test metric."""
+    from rich.table import Table
+
+    table = Table()
+    for col in ("name", "version", "aliases", "metric", "value", "created"):
+        table.add_column(col)
+    for row in api.versions(name, tracking_uri):
+        value = row.get("value")
+        table.add_row(
+            escape(str(row["name"])),
+            str(row["version"]),
+            ", ".join(row.get("aliases") or []),
+            str(row.get("metric") or ""),
+            "" if value is None else f"{value:.4f}",
+            str(row.get("created") or ""),
+        )
+    console.print(table)
+
+
+@registry_app.command("register")
+def registry_register(config: ConfigArg, run_dir: RunDir = None, set_: Sets = None) -> None:
+    """Register the run's exported model; promote it if it beats the champion by the margin."""
+    entry = api.register_and_promote(config, run_dir, set_)
+    _export_summary({"registry": entry})
+
+
+@registry_app.command("promote")
+def registry_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    metric: Annotated[str | None, typer.Option(help="Default: the model's main metric.")] = None,
+    margin: Annotated[float, typer.Option(help="Absolute gain needed, e.g. 0.03.")] = 0.03,
+    force: Annotated[bool, typer.Option("--force", help="Skip the margin.")] = False,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Challenger becomes champion only if it beats it by --margin on the same test set."""
+    r = api.promote(name, tracking_uri, metric, margin, force)
+    console.print(f"[green]promoted[/green]: {escape(json.dumps(r, default=str))}")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Give the champion alias back to the previous champion."""
+    r = api.rollback(name, tracking_uri)
+    console.print(f"[green]rolled back[/green]: {escape(json.dumps(r, default=str))}")
+
+
+@app.command()
+def serve(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A run folder, a model folder, models:/name@alias, or a verticalize.yaml "
+            "(its run, with its serve: section)."
+        ),
+    ],
+    host: Annotated[str | None, typer.Option(help="Default: serve.host (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: serve.port (8000).")] = None,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option("--api-keys-file", help="Salted key hashes (`verticalize keys add`)."),
+    ] = None,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="W3C audit log (default <run>/serve/).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Take serve: settings from this YAML.")
+    ] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="torch or onnx (the exported INT8 model).")
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    set_: Sets = None,
+) -> None:
+    """Start the HTTP service (OpenAI-compatible + /v1/classify, /v1/ner, /v1/embeddings)."""
+    from verticalize.config import ServeConfig
+
+    yaml_target = target.endswith((".yaml", ".yml")) and Path(target).is_file()
+    settings, uri = ServeConfig(), tracking_uri
+    if yaml_target or config:
+        cfg = api.load(Path(target) if yaml_target else config, set_)
+        settings = cfg.serve.model_copy(deep=True)
+        if yaml_target:
+            target = str(api.run_folder(cfg))
+        if not uri and cfg.registry.tracking_uri:
+            uri = cfg.registry.tracking_uri
+    for field, value in (
+        ("host", host),
+        ("port", port),
+        ("api_keys_file", api_keys_file),
+        ("audit_log", audit_log),
+        ("runtime", runtime),
+    ):
+        if value is not None:
+            setattr(settings, field, str(value) if isinstance(value, Path) else value)
+    settings = type(settings).model_validate(settings.model_dump())  # re-check the overrides
+    api.serve(target, settings, api.registry_uri(uri))
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for `verticalize serve`.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+def keys_add(
+    keys_file: Annotated[Path, typer.Argument(help="The keys file (created if missing).")],
+    key_id: Annotated[str, typer.Option("--id", help="A name for the key (logged).")],
+    role: Annotated[str, typer.Option(help="user, or admin (may hot-reload).")] = "user",
+) -> None:
+    """Create an API key: its salted hash goes to the file, the key is printed once."""
+    key = api.add_api_key(keys_file, key_id, role)
+    console.print(f"key '{escape(key_id)}' added to {keys_file}; give it to the client now:")
+    sys.stdout.write(key + "\n")
+
+
+feedback_app = typer.Typer(no_args_is_help=True, help="Feedback collected by the service.")
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    feedback_dir: Annotated[
+        Path, typer.Argument(help="serve.feedback_dir (<run>/serve/feedback).")
+    ],
+    output: Annotated[Path, typer.Option("--output", help="Training records (.jsonl).")],
+    task: Annotated[str, typer.Option(help="classification, ner or generation.")],
+) -> None:
+    """Corrections as new training records: add the file to data.sources and re-run."""
+    n = api.export_feedback(feedback_dir, output, task)
+    console.print(f"wrote {n} training records to {output}")
 
 
 def main() -> None:
