@@ -44,28 +44,77 @@ def load_predictor(folder: Path, batch_size: int = 32) -> Predictor:
 
 
 def _classifier(folder: Path, batch_size: int) -> Predictor:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    return Classifier(folder, batch_size)
 
-    from verticalize.tasks.classification import predict_records
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+class Classifier:
+    """A trained sequence classifier (a model/ folder): `Classifier(folder)(["text", …])`
+    gives, per text, {"label", "score", "probs": {label: p}}. `predict` and the HTTP
+    service share this path."""
 
-    def run(texts: list[str]) -> list[dict]:
+    def __init__(self, folder: Path, batch_size: int = 32):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        config = self.model.config
+        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.batch_size = batch_size
+
+    def probabilities(self, texts: list[str]):
+        """Class probabilities, [len(texts), len(labels)]; texts run in length-sorted chunks
+        chosen by `length_chunks`, so short texts are not padded to the longest one."""
+        import numpy as np
+        import torch
+
+        from verticalize.tasks.classification import EncodedRecords, predict_proba
+
         records = [{"text": t} for t in texts]
-        n = tokenizer.model_max_length
-        probs, _ = predict_records(model, tokenizer, records, labels, n, batch_size)
-        return [
-            {
-                "label": labels[int(p.argmax())],
-                "score": round(float(p.max()), 4),
-                "probs": {lab: round(float(x), 4) for lab, x in zip(labels, p, strict=True)},
-            }
-            for p in probs
-        ]
+        data = EncodedRecords(records, self.tokenizer, {}, self.tokenizer.model_max_length)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        lengths = [len(item["input_ids"]) for item in data.items]
+        with torch.inference_mode():
+            for idx in length_chunks(lengths, self.batch_size):
+                chunk = [data[i] for i in idx]
+                out[idx] = predict_proba(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
+        return out
 
-    return run
+    def __call__(self, texts: list[str]) -> list[dict]:
+        return label_results(self.probabilities(texts), self.labels)
+
+
+def length_chunks(lengths: list[int], max_chunk: int, overhead_tokens: int = 64) -> list[list[int]]:
+    """Indices grouped into forward passes of at most `max_chunk` texts, in length order,
+    minimising padded tokens + `overhead_tokens` per pass (a pass costs about as much as
+    that many extra tokens: ~16 ms vs ~0.27 ms per token for MiniLM on one CPU core).
+    Dynamic programming over the sorted lengths: optimal for that cost, O(n * max_chunk)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j texts (sorted)
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        width = lengths[order[j - 1]]  # the longest text of a chunk ending at j
+        for i in range(max(0, j - max_chunk), j):
+            cost = best[i] + overhead_tokens + (j - i) * width
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    chunks, j = [], n
+    while j > 0:
+        chunks.append(order[cut[j] : j])
+        j = cut[j]
+    return chunks[::-1]
+
+
+def label_results(probs, labels: list[str]) -> list[dict]:
+    """One {"label", "score", "probs"} dict per row of class probabilities."""
+    return [
+        {
+            "label": labels[int(p.argmax())],
+            "score": round(float(p.max()), 4),
+            "probs": {lab: round(float(x), 4) for lab, x in zip(labels, p, strict=True)},
+        }
+        for p in probs
+    ]
 
 
 def read_texts(path: Path, field: str = "text") -> list[str]:

@@ -104,6 +104,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     final = merged(model)
     shutil.rmtree(folder.model_dir, ignore_errors=True)
     final.save_pretrained(folder.model_dir)
+    tokenizer.model_max_length = cfg.model.max_length  # predict / serve truncate as training did
     tokenizer.save_pretrained(folder.model_dir)
     truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
     manifest = folder.write_manifest(
