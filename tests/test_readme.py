@@ -46,10 +46,18 @@ def test_readme_example_command_runs_shortened(tmp_path):
     assert (tmp_path / "run/model/config.json").is_file()
     assert "tfidf_lr baseline" in report["verdict"]
     assert "tfidf_lr baseline" in " ".join(result.stderr.split())  # the verdict is printed
+    exported = json.loads((tmp_path / "run/export/manifest.json").read_text())
+    assert exported["published"] and exported["metric"] == "macro_f1"
+    assert (tmp_path / "run/export/model/README.md").is_file()  # the model card
+    assert (tmp_path / "mlflow.db").is_file()  # registered next to the run folder
 
 
 def test_every_command_has_help():
-    for cmd in ([], ["init"], ["data"], ["train"], ["eval"], ["run"], ["predict"], ["tune"]):
+    for cmd in (
+        *([], ["init"], ["data"], ["train"], ["eval"], ["run"], ["predict"], ["tune"]),
+        *(["export"], ["serve"], ["registry"], ["registry", "promote"], ["registry", "rollback"]),
+        *(["registry", "list"], ["keys", "add"], ["feedback", "export"]),
+    ):
         r = subprocess.run([VERTICALIZE, *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
 
