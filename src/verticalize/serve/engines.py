@@ -105,13 +105,10 @@ class Engine:
 
     def test_metric(self) -> tuple[float | None, float | None]:
         """(main test metric, test accuracy) from verticalize.json, for /metrics."""
-        metrics = self.info.get("metrics") or {}
-        main = metrics.get(self.info.get("metric") or "")
-        acc = metrics.get("accuracy")
-        return (
-            float(main) if isinstance(main, int | float) else None,
-            float(acc) if isinstance(acc, int | float) else None,
-        )
+        from verticalize.serve.metrics import accuracy_of  # ner: entity F1 stands in
+
+        main = (self.info.get("metrics") or {}).get(self.info.get("metric") or "")
+        return (float(main) if isinstance(main, int | float) else None, accuracy_of(self.info))
 
     def run_batch(self, key: Hashable, items: list[Any]) -> list[Any]:
         """Results for one batch of items of kind key[0] (runs in the worker thread)."""
@@ -119,7 +116,8 @@ class Engine:
         return getattr(self, f"_run_{kind}")(key, items)
 
     def _embed_model(self) -> torch.nn.Module:
-        raise NotImplementedError
+        """The encoder whose last hidden state is pooled; each task's engine supplies it."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder to embed with")
 
     @torch.inference_mode()
     def _run_embed(self, key: Hashable, texts: list[str]) -> list[np.ndarray]:
