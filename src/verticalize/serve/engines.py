@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "base_model", model)
 
 
-class Engine:
+class Engine(ABC):
     """A loaded model version. Subclasses set task, tokenizer and the kinds they run."""
 
     task = ""
@@ -115,9 +116,9 @@ class Engine:
         kind = key[0] if isinstance(key, tuple) else key
         return getattr(self, f"_run_{kind}")(key, items)
 
+    @abstractmethod
     def _embed_model(self) -> torch.nn.Module:
         """The encoder whose last hidden state is pooled; each task's engine supplies it."""
-        raise NotImplementedError(f"{type(self).__name__} has no encoder to embed with")
 
     @torch.inference_mode()
     def _run_embed(self, key: Hashable, texts: list[str]) -> list[np.ndarray]:
