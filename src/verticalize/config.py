@@ -438,6 +438,27 @@ class EarlyStopping(Section):
     patience: int = Field(5, ge=1, description="Evaluations without improvement before stopping.")
 
 
+class DistributedConfig(Section):
+    """How several processes share training (T7); the process count comes from the launcher
+    (`verticalize train --nproc N`, torchrun, accelerate launch), never from this file."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp: every process holds the whole model (CPU gloo or GPU NCCL). fsdp and "
+        "deepspeed shard parameters/gradients/optimizer states across GPUs; on CPU they fall "
+        "back to ddp with a warning.",
+    )
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = (
+        "FULL_SHARD"
+    )
+    fsdp_cpu_offload: bool = False
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    zero_offload: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="DeepSpeed: where ZeRO offloads optimizer states (and stage-3 params)."
+    )
+    timeout_s: int = Field(1800, ge=10, description="Collective-operation timeout.")
+
+
 class TrainConfig(Section):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -464,6 +485,36 @@ class TrainConfig(Section):
         description="Recompute activations in the backward pass: much less memory, ~30% slower.",
     )
     tensorboard: bool = True
+    mlflow: bool = Field(
+        True, description="Track params, per-step metrics and artifacts with MLflow (T5)."
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI. Default: registry.tracking_uri, else "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<runs folder>/mlflow.db.",
+    )
+    mlflow_experiment: str | None = Field(None, description="Default: the project `name`.")
+    memory_guard: Literal["refuse", "warn", "off"] = Field(
+        "refuse",
+        description="Before training, compare the plan's peak-memory estimate with the memory "
+        "available: refuse (the default; `--ignore-memory-guard` forces), warn, or off.",
+    )
+    memory_limit_gb: float | None = Field(
+        None, gt=0, description="Memory this run may use. Default: what is available now."
+    )
+    distributed: DistributedConfig = DistributedConfig()
+
+
+# Fields that change how a run is watched or launched, not what it learns.
+TRAIN_RUNTIME_FIELDS = {
+    "tensorboard",
+    "mlflow",
+    "mlflow_uri",
+    "mlflow_experiment",
+    "memory_guard",
+    "memory_limit_gb",
+    "distributed",
+}
 
 
 class Target(Section):

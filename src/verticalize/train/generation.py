@@ -77,7 +77,7 @@ def bucketed(rows: list[dict], cfg: Config):
     return order
 
 
-def train_generation(cfg: Config, folder, out_dir: Path) -> dict:
+def train_generation(cfg: Config, folder, out_dir: Path, tracker=None) -> dict:
     """Run the configured stages; save the model to model/; return the manifest fields."""
     records = read_split(cfg, folder.root, "train")
     val_records = read_split(cfg, folder.root, "validation") or records
@@ -126,7 +126,7 @@ def train_generation(cfg: Config, folder, out_dir: Path) -> dict:
             )
         order = None if packing else bucketed(rows, cfg)
         recipe = generation_recipe(rows, val_rows, tokenizer.pad_token_id, kind, order)
-        outcome: TrainOutcome = train_model(t, cfg.seed, model, recipe, out_dir / kind)
+        outcome: TrainOutcome = train_model(t, cfg.seed, model, recipe, out_dir / kind, tracker)
         if outcome.resumed_from:
             console.print(f"train: {kind} resumed from {outcome.resumed_from}")
         tokens = sum(len(s.input_ids) for s in seqs)

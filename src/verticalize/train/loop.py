@@ -96,8 +96,11 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
     return value < best if lower_is_better(metric) else value > best
 
 
-def train_model(t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path) -> TrainOutcome:
-    """Train `model` in place; on return it holds the best weights seen on validation."""
+def train_model(
+    t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path, tracker=None
+) -> TrainOutcome:
+    """Train `model` in place; on return it holds the best weights seen on validation.
+    `tracker` (MLflow, main process only) receives every logged row."""
     accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
     rank, world = accelerator.process_index, accelerator.num_processes
     per_step = t.batch_size * t.grad_accum_steps
@@ -138,6 +141,8 @@ def train_model(t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path)
         out_dir,
         t.tensorboard and accelerator.is_main_process,
         state["step"] if resumed_from else None,
+        tracker if accelerator.is_main_process else None,
+        recipe.label,
     )
     process = psutil.Process()
     started = time.perf_counter()

@@ -15,7 +15,9 @@ from verticalize.tasks.ner import encode, ner_recipe, new_tagger, save_tagger
 from verticalize.train.loop import train_model
 
 
-def train_ner(cfg: Config, folder: RunFolder, out_dir: Path, types: list[str]) -> dict:
+def train_ner(
+    cfg: Config, folder: RunFolder, out_dir: Path, types: list[str], tracker=None
+) -> dict:
     """Train, save model/, and return the train manifest's fields."""
     train_records = read_split(cfg, folder.root, "train")
     val_records = read_split(cfg, folder.root, "validation") or train_records
@@ -39,7 +41,7 @@ def train_ner(cfg: Config, folder: RunFolder, out_dir: Path, types: list[str]) -
         tokenizer.pad_token_id,
         cfg.train.eval_batch_size,
     )
-    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir)
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker)
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
     shutil.rmtree(folder.model_dir, ignore_errors=True)

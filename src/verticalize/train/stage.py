@@ -7,7 +7,7 @@ import shutil
 
 from accelerate.utils import set_seed
 
-from verticalize.config import Config
+from verticalize.config import TRAIN_RUNTIME_FIELDS, Config
 from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
@@ -15,6 +15,7 @@ from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
 from verticalize.tasks.classification import EncodedRecords, classification_recipe
 from verticalize.train.loop import train_model
+from verticalize.train.tracking import open_tracker
 
 STATE = "run_state.json"
 
@@ -22,7 +23,7 @@ STATE = "run_state.json"
 def train_fingerprint(cfg: Config, data_manifest: dict) -> str:
     return fingerprint(
         cfg.model.model_dump(mode="json"),
-        cfg.train.model_dump(mode="json", exclude={"tensorboard"}),
+        cfg.train.model_dump(mode="json", exclude=TRAIN_RUNTIME_FIELDS),
         cfg.seed,
         data_manifest["fingerprint"],
         *task_sections(cfg),
@@ -56,11 +57,24 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     write_json_atomic(state_file, {"fingerprint": fp})
 
     set_seed(cfg.seed)  # before the head is initialised
+    tracker = open_tracker(cfg, folder)  # None when train.mlflow is off or not rank 0
+    try:
+        result = _train(cfg, folder, out_dir, data_manifest, fp, tracker)
+    except BaseException:
+        if tracker is not None:
+            tracker.close("FAILED")
+        raise
+    if tracker is not None:
+        tracker.close("FINISHED")
+    return result
+
+
+def _train(cfg, folder, out_dir, data_manifest, fp, tracker) -> StageResult:
     if cfg.task == "generation":
         from verticalize.train.generation import train_generation
 
         shutil.rmtree(folder.model_dir, ignore_errors=True)
-        fields = train_generation(cfg, folder, out_dir)
+        fields = train_generation(cfg, folder, out_dir, tracker)
         manifest = folder.write_manifest(
             "train",
             {**fields, "model_dir": str(folder.model_dir), "fingerprint": fp, "complete": True},
@@ -69,7 +83,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     if cfg.task == "ner":
         from verticalize.train.ner import train_ner
 
-        fields = train_ner(cfg, folder, out_dir, data_manifest["labels"])
+        fields = train_ner(cfg, folder, out_dir, data_manifest["labels"], tracker)
         manifest = folder.write_manifest(
             "train",
             {**fields, "model_dir": str(folder.model_dir), "fingerprint": fp, "complete": True},
@@ -97,7 +111,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         cfg.train.label_smoothing,
         cfg.train.eval_batch_size,
     )
-    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir)
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker)
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 
 class MetricsLog:
-    def __init__(self, out_dir: Path, tensorboard: bool, resume_step: int | None):
+    def __init__(
+        self,
+        out_dir: Path,
+        tensorboard: bool,
+        resume_step: int | None,
+        tracker=None,
+        label: str = "train",
+    ):
         self.jsonl = out_dir / "metrics.jsonl"
         self.csv = out_dir / "metrics.csv"
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -19,6 +26,7 @@ class MetricsLog:
         self.rows = rows
         with open(self.jsonl, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
+        self.tracker, self.label = tracker, label  # MLflow (train/tracking.py), or None
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -29,6 +37,8 @@ class MetricsLog:
         self.rows.append(row)
         with open(self.jsonl, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log_row(row, self.label)
         if self.tb is not None:
             prefix = "val" if row.get("event") == "eval" else "train"
             for key, value in row.items():
