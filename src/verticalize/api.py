@@ -48,11 +48,26 @@ def reidentify(config, file: Path, run_dir=None, output: Path | None = None) -> 
     return reidentify_file(cfg, folder.root, file, out)
 
 
-def train(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
-    """Fine-tune the base model on run/data/; writes run/train/ and run/model/."""
+def train(config, run_dir=None, overrides=None, force: bool = False, nproc: int = 1) -> StageResult:
+    """Fine-tune the base model on run/data/; writes run/train/ and run/model/. With
+    nproc > 1 the stage runs data-parallel in that many processes (torchrun's engine;
+    train.batch_size is per process) and `config` must be a YAML path."""
     from verticalize.train import stage
 
-    return _stage(stage, config, run_dir, overrides, force)
+    if nproc <= 1:
+        return _stage(stage, config, run_dir, overrides, force)
+    from verticalize.train.launch import launch_train
+
+    cfg = load(config, overrides)
+    if isinstance(config, Config):
+        raise ConfigError(
+            "train with nproc > 1: pass the path of verticalize.yaml (each process loads it). "
+            "Fix: api.train('verticalize.yaml', nproc=N, overrides=[...])."
+        )
+    folder = RunFolder(cfg, run_dir)
+    folder.require("data", "train")
+    launch_train(Path(config), folder.root, overrides or [], force, nproc)
+    return StageResult("train", skipped=False, manifest=folder.read_manifest("train"))
 
 
 def evaluate(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
@@ -94,14 +109,24 @@ def export(config, run_dir=None, overrides=None, force: bool = False) -> StageRe
     return _stage(stage, config, run_dir, overrides, force)
 
 
-def run(config, run_dir=None, overrides=None, force: bool = False) -> list[StageResult]:
+def run(
+    config, run_dir=None, overrides=None, force: bool = False, nproc: int = 1
+) -> list[StageResult]:
     """The whole pipeline; a stage whose inputs did not change is skipped, training resumes.
     With registry.enabled the exported model is registered (and promoted when it beats the
     champion by registry.margin); the outcome is in the last result's manifest."""
     cfg = load(config, overrides)
-    results = [verb(cfg, run_dir, force=force) for verb in (data, train, evaluate, export)]
+    results = [data(cfg, run_dir, force=force)]
+    if nproc > 1:
+        results.append(train(config, run_dir, overrides, force, nproc))
+    else:
+        results.append(train(cfg, run_dir, force=force))
+    results += [verb(cfg, run_dir, force=force) for verb in (evaluate, export)]
     if cfg.registry.enabled:
         results[-1].manifest["registry"] = register_and_promote(cfg, run_dir)
+    from verticalize.train import tracking
+
+    tracking.log_pipeline(cfg, RunFolder(cfg, run_dir), results[-1].manifest.get("registry"))
     return results
 
 
@@ -152,6 +177,19 @@ def rollback(name: str, tracking_uri: str | None = None) -> dict:
     from verticalize import registry
 
     return registry.rollback(name, registry_uri(tracking_uri))
+
+
+def runs(
+    path: str | Path | None = None, uri: str | None = None, experiment: str | None = None
+) -> list[dict]:
+    """The trainings tracked in MLflow, newest first, with their key metrics (steps, final
+    train loss, best validation value, test metrics, seconds). The store: `uri`, else the one
+    the runs of `path` track to — a verticalize.yaml (train.mlflow_uri, registry.tracking_uri,
+    …) or a runs folder (default ./runs: $MLFLOW_TRACKING_URI, else <runs>/mlflow.db).
+    Every experiment of that store, or `experiment` only."""
+    from verticalize.train.tracked_runs import list_runs, store_uri
+
+    return list_runs(uri or store_uri(Path(path or "runs")), experiment)
 
 
 def versions(name: str | None = None, tracking_uri: str | None = None) -> list[dict]:

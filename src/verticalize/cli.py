@@ -15,6 +15,7 @@ from verticalize import api
 from verticalize.console import console
 from verticalize.errors import VerticalizeError
 from verticalize.runfolder import StageResult
+from verticalize.train.distributed import is_main_process, leave_process_group
 
 app = typer.Typer(
     add_completion=False,
@@ -117,12 +118,40 @@ def _data_table(m: dict) -> None:
             console.print(f"[yellow]warning:[/yellow] source {escape(src['path'])} has no records")
 
 
+Nproc = Annotated[
+    int,
+    typer.Option(
+        "--nproc",
+        min=1,
+        help="Train data-parallel in N processes on this machine (torchrun; batch_size is "
+        "per process). Multi-node: launch `verticalize train` with torchrun / srun.",
+    ),
+]
+IgnoreMemoryGuard = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-memory-guard", help="Train even when the memory estimate exceeds what is free."
+    ),
+]
+
+
+def _guard_overrides(set_: list[str] | None, ignore_memory_guard: bool) -> list[str] | None:
+    return [*(set_ or []), "train.memory_guard=warn"] if ignore_memory_guard else set_
+
+
 @app.command()
 def train(
-    config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False
+    config: ConfigArg,
+    run_dir: RunDir = None,
+    set_: Sets = None,
+    force: Force = False,
+    nproc: Nproc = 1,
+    ignore_memory_guard: IgnoreMemoryGuard = False,
 ) -> None:
     """Fine-tune the base model; resumes from the last checkpoint (run/train/, run/model/)."""
-    _report([api.train(config, run_dir, set_, force)])
+    result = api.train(config, run_dir, _guard_overrides(set_, ignore_memory_guard), force, nproc)
+    if is_main_process():  # under torchrun every process runs this; rank 0 reports
+        _report([result])
 
 
 @app.command("eval")
@@ -158,9 +187,16 @@ def eval_(
 
 
 @app.command()
-def run(config: ConfigArg, run_dir: RunDir = None, set_: Sets = None, force: Force = False) -> None:
+def run(
+    config: ConfigArg,
+    run_dir: RunDir = None,
+    set_: Sets = None,
+    force: Force = False,
+    nproc: Nproc = 1,
+    ignore_memory_guard: IgnoreMemoryGuard = False,
+) -> None:
     """The whole pipeline: data → train → eval → export (→ registry), skipping what is current."""
-    results = api.run(config, run_dir, set_, force)
+    results = api.run(config, run_dir, _guard_overrides(set_, ignore_memory_guard), force, nproc)
     _report(results)
     _export_summary(results[-1].manifest)
     report = Path(results[2].outputs.get("report_json", "")) if results[2].outputs else None
@@ -288,6 +324,61 @@ def _export_summary(m: dict) -> None:
         if promo:
             said = "promoted to champion" if promo.get("promoted") else promo.get("reason", "")
             console.print(f"  promotion: {escape(str(said))}")
+
+
+@app.command()
+def runs(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A verticalize.yaml or a runs folder (default ./runs).", show_default=False
+        ),
+    ] = None,
+    uri: Annotated[
+        str | None, typer.Option("--uri", help="MLflow tracking URI (default: the runs' store).")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="One experiment (default: all).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list on stdout.")] = False,
+) -> None:
+    """Tracked trainings (MLflow), newest first: steps, train loss, best validation, test."""
+    rows = api.runs(path, uri, experiment)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+        return
+    _runs_table(rows)
+
+
+def _runs_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    def num(value, digits: int = 4) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
+    experiments = sorted({r["experiment"] for r in rows})
+    table = Table(title=f"experiment {experiments[0]}" if len(experiments) == 1 else None)
+    table.add_column("run", no_wrap=True)
+    if len(experiments) > 1:
+        table.add_column("experiment")
+    for col in ("status", "started", "task", "model"):
+        table.add_column(col)
+    for col in ("steps", "train loss", "best val", "test", "train s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        best = r["best_metric"] or ""
+        main = r["main_metric"]
+        cells = [r["run_name"]] + ([r["experiment"]] if len(experiments) > 1 else [])
+        cells += [r["status"], r["started"][5:16], r["task"], f"{r['base_model']} ({r['method']})"]
+        cells += [
+            "" if r["steps"] is None else str(r["steps"]),
+            num(r["train_loss"]),
+            f"{best.removeprefix('val_')} {num(r['best_value'])}" if best else "",
+            f"{main} {num(r['test'][main])}" if main in r["test"] else "",
+            num(r["train_seconds"], 1),
+        ]
+        table.add_row(*(escape(str(c or "")) for c in cells))
+    console.print(table if rows else "no tracked runs in this MLflow store")
 
 
 TrackingUri = Annotated[
@@ -449,8 +540,11 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
         app(standalone_mode=False)
+        leave_process_group(wait=True)
     except VerticalizeError as e:
-        console.print("[red]error:[/red]", escape(str(e)), soft_wrap=True)
+        leave_process_group(wait=False)
+        if is_main_process():  # N processes under torchrun: one message, not N
+            console.print("[red]error:[/red]", escape(str(e)), soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted; `verticalize run` resumes from the last checkpoint")

@@ -448,9 +448,7 @@ class DistributedConfig(Section):
         "deepspeed shard parameters/gradients/optimizer states across GPUs; on CPU they fall "
         "back to ddp with a warning.",
     )
-    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = (
-        "FULL_SHARD"
-    )
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = "FULL_SHARD"
     fsdp_cpu_offload: bool = False
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
     zero_offload: Literal["none", "cpu", "nvme"] = Field(

@@ -44,7 +44,12 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
     epochs = cfg.eval.cv.epochs or cfg.train.epochs
     cv = cfg.eval.cv
     t = cfg.train.model_copy(
-        update={"epochs": epochs, "tensorboard": False, "mlflow": False, "lr": cv.lr or cfg.train.lr}
+        update={
+            "epochs": epochs,
+            "tensorboard": False,
+            "mlflow": False,
+            "lr": cv.lr or cfg.train.lr,
+        }
     )
     n = cv.max_length or cfg.model.max_length
     label2id = {lab: i for i, lab in enumerate(labels)}

@@ -68,17 +68,15 @@ def _quiet_mlflow() -> None:
 def open_client(uri: str, create: bool) -> MlflowClient | None:
     """An MLflow client for `uri`. A sqlite database that does not exist yet is created only
     when `create` (the first creation migrates the schema, ~5-10 s); otherwise None."""
-    _quiet_mlflow()
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         if not create:
             return None
         db.parent.mkdir(parents=True, exist_ok=True)
-        console.print(
-            f"registry: creating the MLflow database {db} (first time only)", soft_wrap=True
-        )
+        console.print(f"mlflow: creating the database {db} (first time only)", soft_wrap=True)
     from mlflow import MlflowClient
 
+    _quiet_mlflow()  # after the import: importing mlflow sets its loggers to INFO
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

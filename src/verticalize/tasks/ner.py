@@ -73,6 +73,8 @@ def new_tagger(base: str, types: list[str], cfg: NerConfig):
 
     tokenizer = load_tokenizer(base)
     backbone = _from_pretrained(AutoModel, base, dtype=torch.float32)
+    if getattr(backbone, "pooler", None) is not None:  # tagging reads token states only: the
+        backbone.pooler.requires_grad_(False)  # pooler gets no gradient (DDP would wait on it)
     tags = tag_names(types, cfg.scheme)
     head = build_head(backbone.config.hidden_size, tags, cfg)
     return TokenTagger(backbone, head, cfg.head_lr), tokenizer, tags

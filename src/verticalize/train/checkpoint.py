@@ -73,7 +73,13 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, world: int = 1) -> dict:
+    written_by = json.loads((path / STATE_FILE).read_text(encoding="utf-8")).get("world_size", 1)
+    if written_by != world:  # the data order and step count depend on the process count
+        raise TrainingError(
+            f"{path}: written by a run with {written_by} process(es), resumed with {world}. "
+            f"Fix: resume with --nproc {written_by}, or delete the train/ folder to start over."
+        )
     try:
         load_trainable(model, load_file(str(path / "weights.safetensors")), path)
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))

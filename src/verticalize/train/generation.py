@@ -5,6 +5,7 @@ checkpoints and logs (train/continued_pretraining/, train/sft/)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from verticalize.tasks.generation import (
     padded_row,
     use_chat_template,
 )
+from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import TrainOutcome, train_model
 
 PROMPT_METHODS = ("prompt_tuning", "prefix_tuning")
@@ -77,7 +79,7 @@ def bucketed(rows: list[dict], cfg: Config):
     return order
 
 
-def train_generation(cfg: Config, folder, out_dir: Path, tracker=None) -> dict:
+def train_generation(cfg: Config, folder, out_dir: Path, tracker=None, check=None) -> dict:
     """Run the configured stages; save the model to model/; return the manifest fields."""
     records = read_split(cfg, folder.root, "train")
     val_records = read_split(cfg, folder.root, "validation") or records
@@ -139,9 +141,10 @@ def train_generation(cfg: Config, folder, out_dir: Path, tracker=None) -> dict:
             "truncated": sum(s.truncated for s in seqs),
             **outcome.__dict__,
         }
-    final = merged(model)
-    final.save_pretrained(folder.model_dir)
-    tokenizer.save_pretrained(folder.model_dir)
+    if is_main_process():  # rank 0 writes the model
+        shutil.rmtree(folder.model_dir, ignore_errors=True)
+        merged(model).save_pretrained(folder.model_dir)
+        tokenizer.save_pretrained(folder.model_dir)
     last = stages[cfg.generation.stages[-1]]
     unused = len(records) - len(used) - dropped.get("answer_truncated_away", 0)
     if unused:  # e.g. pre-training text when only sft runs

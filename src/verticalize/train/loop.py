@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import torch
-from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
 from verticalize.config import TrainConfig
 from verticalize.console import progress_bar
@@ -30,6 +30,7 @@ from verticalize.train.checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from verticalize.train.distributed import make_accelerator, padded_shard
 from verticalize.train.schedules import build_scheduler
 from verticalize.train.trackers import MetricsLog
 
@@ -58,6 +59,8 @@ class TrainOutcome:
     stopped_early: bool
     resumed_from: str | None
     train_seconds: float
+    world_size: int = 1
+    strategy: str = "ddp"
 
     def manifest_fields(self, metric: str) -> dict:
         """What the train manifest records of a finished run."""
@@ -69,6 +72,8 @@ class TrainOutcome:
             "stopped_early": self.stopped_early,
             "resumed_from": self.resumed_from,
             "train_seconds": round(self.train_seconds, 2),
+            "processes": self.world_size,
+            "strategy": self.strategy,
         }
 
 
@@ -85,9 +90,9 @@ def _optimizer(model, cfg) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=cfg.lr, fused=True)  # one kernel per step, CPU or GPU
 
 
-def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> list[int]:
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()[rank::world]
+    return torch.randperm(n, generator=g).tolist()
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
@@ -97,13 +102,23 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
 
 
 def train_model(
-    t: TrainConfig, seed: int, model, recipe: Recipe, out_dir: Path, tracker=None
+    t: TrainConfig,
+    seed: int,
+    model,
+    recipe: Recipe,
+    out_dir: Path,
+    tracker=None,
+    memory_check: Callable | None = None,
 ) -> TrainOutcome:
     """Train `model` in place; on return it holds the best weights seen on validation.
-    `tracker` (MLflow, main process only) receives every logged row."""
-    accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=not torch.cuda.is_available())
+    `tracker` (MLflow, main process only) receives every logged row; `memory_check(model,
+    items)` may refuse to start (the T9 memory guard)."""
+    if memory_check is not None:
+        memory_check(model, recipe.items)
+    accelerator, strategy = make_accelerator(t)
     rank, world = accelerator.process_index, accelerator.num_processes
-    per_step = t.batch_size * t.grad_accum_steps
+    main = accelerator.is_main_process
+    per_step = t.batch_size * t.grad_accum_steps  # per process; the global step is world ×
     items = recipe.items
     steps_per_epoch = math.ceil(math.ceil(len(items) / world) / per_step)
     total_steps = steps_per_epoch * t.epochs
@@ -135,14 +150,15 @@ def train_model(
     if checkpoints := list_checkpoints(ckpt_root):
         resumed_from = str(checkpoints[-1])
         state = load_checkpoint(
-            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler
+            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler, world
         )
     log = MetricsLog(
         out_dir,
-        t.tensorboard and accelerator.is_main_process,
+        t.tensorboard and main,
         state["step"] if resumed_from else None,
-        tracker if accelerator.is_main_process else None,
+        tracker if main else None,
         recipe.label,
+        write=main,  # only rank 0 writes logs, checkpoints and weights
     )
     process = psutil.Process()
     started = time.perf_counter()
@@ -150,12 +166,14 @@ def train_model(
     def evaluate_and_checkpoint(epoch: int) -> None:
         m = recipe.evaluate(accelerator.unwrap_model(model))
         value = metric_value(m, metric)
+        if world > 1:  # every rank takes rank 0's early-stopping decision
+            value = broadcast_object_list([value])[0]
         row = {"event": "eval", "epoch": epoch, "step": state["step"], "val_loss": m["loss"]}
         row |= {f"val_{k}": v for k, v in m.items() if isinstance(v, float) and k != "loss"}
         log.log(row)
         if _improved(value, state["best"], metric):
             state.update(best=value, best_step=state["step"], bad_evals=0)
-            if accelerator.is_main_process:
+            if main:
                 save_weights(
                     accelerator.unwrap_model(model), out_dir / "best" / "weights.safetensors"
                 )
@@ -171,22 +189,39 @@ def train_model(
             if state["stopped_early"]:
                 break
             if recipe.order is not None:
-                order = recipe.order(epoch)[rank::world]
+                order = recipe.order(epoch)
             else:
-                order = _epoch_order(len(items), seed, epoch, rank, world)
+                order = _epoch_order(len(items), seed, epoch)
+            order = padded_shard(order, rank, world)
             steps = [order[i : i + per_step] for i in range(0, len(order), per_step)]
             for step_idx in range(state["step_in_epoch"], len(steps)):
                 tick = time.perf_counter()
                 group = steps[step_idx]
                 micro = [group[i : i + t.batch_size] for i in range(0, len(group), t.batch_size)]
                 total_loss = 0.0
-                group_weight = max(sum(recipe.weight(items[i]) for i in group), 1)
+                # normalise by the weight of the whole global step (all ranks), and undo
+                # DDP's mean over ranks: N processes then follow 1 process's gradients
+                group_weight = sum(recipe.weight(items[i]) for i in group)
+                group_size, group_tokens = (
+                    len(group),
+                    sum(len(items[i]["input_ids"]) for i in group),
+                )
+                if world > 1:
+                    sums = torch.tensor(
+                        [group_weight, group_size, group_tokens], dtype=torch.float64
+                    )
+                    group_weight, group_size, group_tokens = accelerator.reduce(
+                        sums, "sum"
+                    ).tolist()
+                group_weight = max(group_weight, 1) / world
                 for j, idx in enumerate(micro):
                     batch = {
                         k: v.to(accelerator.device)
                         for k, v in recipe.collate([items[i] for i in idx]).items()
                     }
                     sync = j == len(micro) - 1
+                    if strategy == "deepspeed":  # DeepSpeed steps at the boundary we mark
+                        accelerator.gradient_state._set_sync_gradients(sync)
                     with (
                         nullcontext() if sync else accelerator.no_sync(model),
                         accelerator.autocast(),
@@ -199,13 +234,15 @@ def train_model(
                                 if p.requires_grad and p.dim() > 1
                             )
                         accelerator.backward(loss * weight / group_weight)
-                    total_loss += loss.item() * weight / group_weight
+                    total_loss += loss.item() * weight / group_weight / world
                 if t.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 lr = scheduler.get_last_lr()[0]
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if world > 1:  # the global step's loss: the sum of every rank's share
+                    total_loss = accelerator.reduce(torch.tensor(total_loss), "sum").item()
                 state["step"] += 1
                 state["step_in_epoch"] = step_idx + 1
                 elapsed = time.perf_counter() - tick
@@ -216,9 +253,8 @@ def train_model(
                         "step": state["step"],
                         "loss": total_loss,
                         "lr": lr,
-                        "examples_per_s": len(group) / max(elapsed, 1e-9),
-                        "tokens_per_s": sum(len(items[i]["input_ids"]) for i in group)
-                        / max(elapsed, 1e-9),
+                        "examples_per_s": group_size / max(elapsed, 1e-9),
+                        "tokens_per_s": group_tokens / max(elapsed, 1e-9),
                         "rss_mb": process.memory_info().rss / 2**20,
                     }
                 )
@@ -230,21 +266,20 @@ def train_model(
                     evaluate_and_checkpoint(epoch)
                 if last_of_epoch:
                     state.update(epoch=epoch + 1, step_in_epoch=0)
-                if (
-                    state["step"] % ckpt_every == 0 or last_of_epoch
-                ) and accelerator.is_main_process:
+                if (state["step"] % ckpt_every == 0 or last_of_epoch) and main:
                     save_checkpoint(
                         ckpt_root,
                         state["step"],
                         accelerator.unwrap_model(model),
                         optimizer,
                         scheduler,
-                        state,
+                        {**state, "world_size": world},
                         t.keep_checkpoints,
                     )
                 if state["stopped_early"]:
                     break
     log.close()
+    accelerator.wait_for_everyone()  # rank 0 has written the best weights
     best = out_dir / "best" / "weights.safetensors"
     unwrapped = accelerator.unwrap_model(model)
     if best.is_file():
@@ -260,4 +295,6 @@ def train_model(
         stopped_early=state["stopped_early"],
         resumed_from=resumed_from,
         train_seconds=time.perf_counter() - started,
+        world_size=world,
+        strategy=strategy,
     )

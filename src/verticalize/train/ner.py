@@ -12,11 +12,12 @@ from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.runfolder import RunFolder
 from verticalize.tasks.ner import encode, ner_recipe, new_tagger, save_tagger
+from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
 
 
 def train_ner(
-    cfg: Config, folder: RunFolder, out_dir: Path, types: list[str], tracker=None
+    cfg: Config, folder: RunFolder, out_dir: Path, types: list[str], tracker=None, check=None
 ) -> dict:
     """Train, save model/, and return the train manifest's fields."""
     train_records = read_split(cfg, folder.root, "train")
@@ -41,12 +42,13 @@ def train_ner(
         tokenizer.pad_token_id,
         cfg.train.eval_batch_size,
     )
-    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker)
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
-    shutil.rmtree(folder.model_dir, ignore_errors=True)
-    final = merged(model.backbone)
-    save_tagger(model, final, tokenizer, tags, cfg.ner, n, folder.model_dir)
+    if is_main_process():  # rank 0 writes the model
+        shutil.rmtree(folder.model_dir, ignore_errors=True)
+        final = merged(model.backbone)
+        save_tagger(model, final, tokenizer, tags, cfg.ner, n, folder.model_dir)
     return {
         "in": len(train_records),
         "out": len(train_records),

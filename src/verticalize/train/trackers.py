@@ -15,25 +15,31 @@ class MetricsLog:
         resume_step: int | None,
         tracker=None,
         label: str = "train",
+        write: bool = True,
     ):
+        self.write = write  # False on every rank but 0 of a distributed run: nothing written
         self.jsonl = out_dir / "metrics.jsonl"
         self.csv = out_dir / "metrics.csv"
-        out_dir.mkdir(parents=True, exist_ok=True)
         rows = []
+        self.tracker, self.label, self.tb = tracker, label, None
+        if not write:
+            self.rows = rows
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.jsonl.is_file():  # drop rows past the checkpoint
             rows = [json.loads(x) for x in self.jsonl.read_text(encoding="utf-8").splitlines() if x]
             rows = [r for r in rows if r["step"] <= resume_step]
         self.rows = rows
         with open(self.jsonl, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
-        self.tracker, self.label = tracker, label  # MLflow (train/tracking.py), or None
-        self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=resume_step)
 
     def log(self, row: dict) -> None:
+        if not self.write:
+            return
         self.rows.append(row)
         with open(self.jsonl, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
@@ -55,6 +61,8 @@ class MetricsLog:
             writer.writerows(self.rows)
 
     def close(self) -> None:
+        if not self.write:
+            return
         self.write_csv()
         if self.tb is not None:
             self.tb.close()

@@ -1,0 +1,65 @@
+"""Classification training: a sequence-classification model (full, freeze, layer-drop, LoRA
+or prompt tuning) on the generic loop; model/ gets the merged model and the tokenizer."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.data.outputs import read_split
+from verticalize.models.adapt import adapt, count_parameters, merged
+from verticalize.models.load import load_sequence_classifier
+from verticalize.runfolder import RunFolder
+from verticalize.tasks.classification import EncodedRecords, classification_recipe
+from verticalize.train.distributed import is_main_process
+from verticalize.train.loop import train_model
+
+
+def train_classification(
+    cfg: Config, folder: RunFolder, out_dir: Path, labels: list[str], tracker=None, check=None
+) -> dict:
+    """Train, save model/ (rank 0), and return the train manifest's fields."""
+    train_records = read_split(cfg, folder.root, "train")
+    val_records = read_split(cfg, folder.root, "validation") or train_records
+    model, tokenizer = load_sequence_classifier(cfg.model.base, labels)
+    model = adapt(model, cfg.model)
+    total, trainable = count_parameters(model)
+    console.print(
+        f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
+        f"trainable, {len(train_records)} training records"
+    )
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    train_set = EncodedRecords(train_records, tokenizer, label2id, cfg.model.max_length)
+    val_set = EncodedRecords(val_records, tokenizer, label2id, cfg.model.max_length)
+    recipe = classification_recipe(
+        train_set,
+        val_set,
+        [r["label"] for r in val_records],
+        labels,
+        tokenizer.pad_token_id,
+        cfg.train.label_smoothing,
+        cfg.train.eval_batch_size,
+    )
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
+    if outcome.resumed_from:
+        console.print(f"train: resumed from {outcome.resumed_from}")
+    if is_main_process():
+        final = merged(model)
+        shutil.rmtree(folder.model_dir, ignore_errors=True)
+        final.save_pretrained(folder.model_dir)
+        tokenizer.model_max_length = cfg.model.max_length  # predict/serve truncate as in training
+        tokenizer.save_pretrained(folder.model_dir)
+    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
+    return {
+        "in": len(train_records),
+        "out": len(train_records),
+        "dropped": {},
+        "truncated_to_max_length": truncated,
+        "base_model": cfg.model.base,
+        "method": cfg.model.method,
+        "parameters": total,
+        "trainable_parameters": trainable,
+        **outcome.manifest_fields(cfg.train.early_stopping.metric),
+    }

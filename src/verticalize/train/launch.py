@@ -1,0 +1,63 @@
+"""`verticalize train --nproc N`: the same command in N processes on this machine, started
+by torchrun's own engine (torch.distributed elastic, the `--standalone` rendezvous).
+Each process runs the train stage; rank 0 writes, see train/distributed.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+from verticalize.errors import TrainingError
+
+
+def launch_train(
+    config: Path, run_dir: Path, overrides: list[str], force: bool, nproc: int
+) -> None:
+    """Run `verticalize train` in `nproc` processes; returns when all of them finished.
+    A process that fails has printed its own error; this raises with its exit code."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    args = ["-m", "verticalize", "train", str(config), "--run-dir", str(run_dir)]
+    for item in overrides:
+        args += ["--set", item]
+    if force:
+        args.append("--force")
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",  # a free port, as `torchrun --standalone`
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads is None:  # split the cores between the processes instead of oversubscribing
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    try:
+        elastic_launch(launch, sys.executable)(*args)
+    except ChildFailedError as e:
+        codes = {rank: f.exitcode for rank, f in sorted(e.failures.items())}
+        first = next(iter(codes.values()))
+        raise LaunchFailed(
+            f"train --nproc {nproc}: process(es) {sorted(codes)} failed with exit code(s) "
+            f"{sorted(set(codes.values()))}; their messages are above. Fix: correct what they "
+            "say, then run the same command again (training resumes from the last checkpoint).",
+            first,
+        ) from None
+    finally:
+        if threads is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+class LaunchFailed(TrainingError):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code if exit_code and exit_code > 0 else 1
