@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import torch
-from conftest import VERTICALIZE, run_cli, write
+from conftest import ROOT, VERTICALIZE, run_cli, write
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from verticalize import api
@@ -142,12 +143,13 @@ def test_killed_two_process_run_resumes_under_plain_torchrun(project, single_and
     proc = subprocess.Popen(
         [*args, "train.batch_size=4", "--nproc", "2"],
         env=env,
-        start_new_session=True,  # the launcher and its two workers: one process group
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     _wait_for(killed / "train/checkpoints/step-0000002/trainer_state.json", proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    launcher = psutil.Process(proc.pid)
+    for p in [*launcher.children(recursive=True), launcher]:  # workers run in their own sessions
+        p.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "train/manifest.json").exists(), "training finished before the kill"
 
@@ -216,3 +218,37 @@ def test_deepspeed_without_the_package_is_a_clear_error():
     t = TrainConfig.model_validate({"distributed": {"strategy": "deepspeed"}})
     with pytest.raises(TrainingError, match="pip install deepspeed"):
         distributed._sharding_plugins(t, "deepspeed")
+
+
+def _torchrun_args(words):
+    """The torchrun options before `-m verticalize …`, then the verticalize arguments."""
+    cut = words.index("-m")
+    return words[:cut], words[cut + 2 :]
+
+
+def test_cluster_snippets_are_valid_torchrun_and_verticalize_commands():
+    import shlex
+
+    import yaml
+    from torch.distributed.run import get_args_parser
+
+    job = yaml.safe_load((ROOT / "deploy/train/pytorchjob.yaml").read_text())
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    container = specs["Worker"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["torchrun"]
+    env = {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "8", "PET_NODE_RANK": "1"}
+    env |= {"PET_MASTER_ADDR": "10.0.0.1", "PET_MASTER_PORT": "23456"}
+    words = [a.replace("$(", "{").replace(")", "}").format(**env) for a in container["args"]]
+    sbatch = (ROOT / "deploy/train/slurm.sbatch").read_text()
+    line = sbatch[sbatch.index("torchrun \\") :].split("\n\n")[0].replace("\\\n", " ")
+    slurm = shlex.split(line)[1:]
+    for opts, rest in (_torchrun_args(words), _torchrun_args(slurm)):
+        parsed = get_args_parser().parse_args([*opts, "x.py"])  # torchrun accepts the options
+        assert parsed.nnodes and parsed.rdzv_backend
+        assert rest[0] == "train" and rest[2] == "--run-dir"  # `verticalize train <yaml> …`
+    from typer.testing import CliRunner
+
+    from verticalize.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--help"])
+    assert "--nproc" in result.output and "--run-dir" in result.output

@@ -192,7 +192,6 @@ def test_rerun_that_changes_nothing_logs_nothing_new(pipeline):
     assert len(client.get_metric_history(run_id, "test/macro_f1")) == before == 1
 
 
-@pytest.mark.slow
 def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path, migrated_db):
     config, runs = make_project(tmp_path)
     runs.mkdir()
@@ -221,7 +220,6 @@ def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path, migrated_db
     assert {r["run_id"] for r in api.runs(runs)} == {first, second}
 
 
-@pytest.mark.slow
 def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path):
     config, runs = make_project(tmp_path)
     api.data(config)
@@ -235,7 +233,6 @@ def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path):
     assert api.runs(runs) == []
 
 
-@pytest.mark.slow
 def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path, migrated_db):
     config, runs = make_project(tmp_path)
     store = tmp_path / "elsewhere" / "tracking.db"
@@ -259,7 +256,6 @@ def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path, migrated_db):
         api.runs(uri=uri_of(store), experiment="no-such-experiment")
 
 
-@pytest.mark.slow
 def test_a_failing_store_warns_once_and_training_goes_on(tmp_path, capsys):
     config, runs = make_project(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")

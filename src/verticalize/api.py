@@ -70,6 +70,16 @@ def train(config, run_dir=None, overrides=None, force: bool = False, nproc: int 
     return StageResult("train", skipped=False, manifest=folder.read_manifest("train"))
 
 
+def plan(config, run_dir=None, overrides=None, calibrate_steps: int = 3) -> dict:
+    """Resource plan before training (P3): parameter counts, training FLOPs, peak memory per
+    method and precision, wall time from `calibrate_steps` real steps (0 = skip) and a
+    recommendation; runs the data stage if needed and writes run/plan/plan.json."""
+    from verticalize.plan import stage
+
+    cfg = load(config, overrides)
+    return stage.run(cfg, RunFolder(cfg, run_dir), calibrate_steps)
+
+
 def evaluate(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
     """Score run/model/ and the baselines on the test split; writes run/eval/."""
     from verticalize.evaluate import stage

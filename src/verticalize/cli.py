@@ -154,6 +154,26 @@ def train(
         _report([result])
 
 
+@app.command()
+def plan(
+    config: ConfigArg,
+    run_dir: RunDir = None,
+    set_: Sets = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    calibrate_steps: Annotated[
+        int, typer.Option("--calibrate-steps", min=0, help="Timed training steps; 0 = skip.")
+    ] = 3,
+) -> None:
+    """Parameters, FLOPs, peak memory and wall time before training, and what to change."""
+    from verticalize.plan.report import print_plan
+
+    result = api.plan(config, run_dir, set_, calibrate_steps)
+    if json_:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+    else:
+        print_plan(result)
+
+
 @app.command("eval")
 def eval_(
     config: Annotated[

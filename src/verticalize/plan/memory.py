@@ -33,7 +33,9 @@ from verticalize.console import console
 from verticalize.errors import TrainingError
 
 GB = 1e9
-ALLOCATOR_FACTOR = 1.15  # peak RSS / live tensor bytes, fitted on MiniLM and SmolLM2 runs
+ALLOCATOR_FACTOR = 0.95  # RSS growth per byte of the blocks' working set, fitted here
+FIRST_STEP_BYTES = 250_000_000  # non-tensor memory the first step and evaluation add (oneDNN
+# kernel caches, lazily imported metric and logging libraries): measured on MiniLM runs
 ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.5, "fp16": 2.5}  # autocast keeps norms/softmax fp32
 PRECISIONS = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
@@ -103,7 +105,7 @@ def model_dims(model: nn.Module) -> Dims:
     )
 
 
-def _blocks(model: nn.Module, n_layers: int) -> list[nn.Module]:
+def transformer_blocks(model: nn.Module, n_layers: int) -> list[nn.Module]:
     """The transformer blocks, in order (the largest ModuleList of `n_layers` modules)."""
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers:
@@ -128,15 +130,35 @@ def _base_weights_train(block: nn.Module) -> bool:
     )
 
 
-def activation_elements_per_token(model: nn.Module, seq_len: int) -> float:
-    """Elements autograd keeps per token of a training batch, summed over the blocks."""
+def positions(model: nn.Module, blocks: list[nn.Module]) -> dict[int, int]:
+    """id(parameter) → its place in the stack: -1 embeddings (virtual tokens included),
+    k for block k; parameters not listed sit above the blocks (final norm, head)."""
+    where: dict[int, int] = {}
+    for k, block in enumerate(blocks):
+        for p in block.parameters():
+            where[id(p)] = k
+    for m in model.modules():
+        if isinstance(m, nn.Embedding) or type(m).__name__.endswith("Embeddings"):
+            for p in m.parameters():
+                where.setdefault(id(p), -1)
+    return where
+
+
+def lowest_trainable(model: nn.Module, blocks: list[nn.Module]) -> int:
+    """The lowest place (as in `positions`) holding a trainable parameter; len(blocks) when
+    only the head trains."""
+    where = positions(model, blocks)
+    places = [where.get(id(p), len(blocks)) for p in model.parameters() if p.requires_grad]
+    return min(places, default=len(blocks))
+
+
+def activation_elements_per_token(model: nn.Module, seq_len: int, saved: bool = True) -> float:
+    """Elements autograd keeps per token of a training batch, summed over the blocks.
+    `saved=False` counts the forward's working set instead: a block whose weights are frozen
+    saves less, but its temporaries are as large as a trained block's saved tensors."""
     d = model_dims(model)
-    blocks = _blocks(model, d.layers)
-    trainable = [any(p.requires_grad for p in b.parameters()) for b in blocks]
-    embeddings_train = _embeddings_train(model)
-    lowest = 0 if embeddings_train else next((i for i, t in enumerate(trainable) if t), None)
-    if lowest is None:  # head only: nothing below the head needs a gradient
-        return 2.0 * d.hidden
+    blocks = transformer_blocks(model, d.layers)
+    lowest = max(lowest_trainable(model, blocks), 0)
     core = (5.33 if d.hidden_dropout > 0 else 5.0) * d.hidden + 2 * d.kv
     core += (3 if d.gated else 1) * d.intermediate
     if d.attention_dropout > 0:
@@ -144,39 +166,35 @@ def activation_elements_per_token(model: nn.Module, seq_len: int) -> float:
     total = 2.0 * d.hidden  # embeddings output, final norm
     for block in blocks[lowest:]:
         total += core
-        if _base_weights_train(block):
+        if not saved or _base_weights_train(block):
             total += 3 * d.hidden + d.intermediate
         total += sum(1.75 * fan_in + r for fan_in, r in _lora_modules(block))
     return total
 
 
-def _embeddings_train(model: nn.Module) -> bool:
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if emb is None and hasattr(model, "backbone"):
-        emb = model.backbone.get_input_embeddings()
-    return bool(emb is not None and emb.weight.requires_grad)
+def step_heap_bytes(model, batch: int, seq_len: int, elem: float) -> float:
+    """The training step's working set of block-sized tensors (kept by the allocator)."""
+    return batch * seq_len * activation_elements_per_token(model, seq_len, saved=False) * elem
 
 
-def train_activation_bytes(model, batch: int, seq_len: int, task: str, elem: float) -> float:
-    """Saved tensors of one micro-batch's forward, plus what the loss needs at the peak."""
-    d = model_dims(model)
-    tokens = batch * seq_len
-    body = tokens * activation_elements_per_token(model, seq_len) * elem
-    if task == "generation":  # logits, their log-softmax and its gradient, all fp32
-        body += 3 * tokens * d.vocab * 4
-    return body
+def step_large_bytes(model, batch: int, seq_len: int, task: str) -> float:
+    """Tensors too large for the heap (mmap'd, freed at once): a causal LM's logits, their
+    log-softmax and its gradient, all fp32."""
+    if task != "generation":
+        return 0.0
+    return 3.0 * batch * seq_len * model_dims(model).vocab * 4
 
 
-def eval_activation_bytes(model, batch: int, seq_len: int, task: str, elem: float) -> float:
-    """The largest transient of a no-grad evaluation batch: one block's working set, or a
-    causal LM's logits (evaluation batches hold about 2^28 / vocab tokens, see
-    tasks.generation.negative_log_likelihood)."""
+def eval_bytes(model, batch: int, seq_len: int, task: str, elem: float) -> float:
+    """The largest transient of a no-grad evaluation batch: attention probabilities and the
+    MLP of one block, or a causal LM's logits (evaluation batches hold about 2^28 / vocab
+    tokens, see tasks.generation.negative_log_likelihood)."""
     d = model_dims(model)
     if task == "generation":
         tokens = max(256, (256 << 20) // d.vocab)
-        return 2 * tokens * d.vocab * 4 + tokens * (4 * d.hidden + 3 * d.intermediate) * elem
+        return 2.0 * tokens * d.vocab * 4 + tokens * (4 * d.hidden + 3 * d.intermediate) * elem
     tokens = batch * seq_len
-    return tokens * (6 * d.hidden + 2 * d.intermediate + 2 * d.heads * seq_len) * elem
+    return tokens * (4 * d.hidden + 2 * d.intermediate + 2 * d.heads * seq_len) * elem
 
 
 def parameter_bytes(model: nn.Module) -> tuple[int, int]:
@@ -212,21 +230,20 @@ def training_memory(
     if precision != "fp32":  # autocast caches a 16-bit copy of the weights it casts
         weights += weights // 2
     gradients, optimizer = trainable, 2 * trainable  # fp32 grads; AdamW exp_avg, exp_avg_sq
-    train_act = train_activation_bytes(model, t.batch_size, seq_len, task, elem)
-    eval_act = eval_activation_bytes(model, t.eval_batch_size, seq_len, task, elem)
-    # gradients are freed (zero_grad set_to_none) before an evaluation runs
-    peak_extra = max(train_act, eval_act - gradients)
-    if t.gradient_checkpointing:  # keep each block's input; recompute one block at a time
-        per_block = train_act / max(model_dims(model).layers, 1)
-        peak_extra = max(per_block + t.batch_size * seq_len * model_dims(model).hidden * 4.0 *
-                         model_dims(model).layers, eval_act - gradients)
-    scale = ALLOCATOR_FACTOR
+    heap = step_heap_bytes(model, t.batch_size, seq_len, elem)
+    if t.gradient_checkpointing:  # each block's input is kept; one block is recomputed
+        layers = max(model_dims(model).layers, 1)
+        heap = heap / layers + t.batch_size * seq_len * model_dims(model).hidden * elem * layers
+    large = max(
+        step_large_bytes(model, t.batch_size, seq_len, task),
+        eval_bytes(model, t.eval_batch_size, seq_len, task, elem),
+    )
     return MemoryEstimate(
         weights=int(weights),
-        gradients=int(gradients * scale),
-        optimizer=int(optimizer * scale),
-        activations=int(peak_extra * scale),
-        runtime=int(runtime_bytes(model) if runtime is None else runtime),
+        gradients=int(gradients),
+        optimizer=int(optimizer),
+        activations=int(ALLOCATOR_FACTOR * heap + large),
+        runtime=int((runtime_bytes(model) if runtime is None else runtime) + FIRST_STEP_BYTES),
     )
 
 
