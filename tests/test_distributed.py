@@ -43,7 +43,7 @@ train:
   checkpoint_every: 2
   keep_checkpoints: 10
   early_stopping: {{metric: loss, patience: 5}}
-  memory_guard: "off"
+  memory_guard: warn
   mlflow: false
   tensorboard: false
 eval:

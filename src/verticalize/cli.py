@@ -13,9 +13,9 @@ from rich.markup import escape
 
 from verticalize import api
 from verticalize.console import console
-from verticalize.errors import VerticalizeError
+from verticalize.errors import ConfigError, VerticalizeError
 from verticalize.runfolder import StageResult
-from verticalize.train.distributed import is_main_process, leave_process_group
+from verticalize.train.distributed import is_main_process, leave_process_group, world_size
 
 app = typer.Typer(
     add_completion=False,
@@ -559,6 +559,13 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     try:
+        if world_size() > 1 and sys.argv[1:2] != ["train"]:
+            raise ConfigError(
+                f"`verticalize {' '.join(sys.argv[1:2])}` was started in {world_size()} processes "
+                "(torchrun / accelerate launch); only `verticalize train` runs data-parallel. "
+                "Fix: launch `verticalize train <yaml>` that way, or use `verticalize run <yaml> "
+                "--nproc N`, which runs the other stages once."
+            )
         app(standalone_mode=False)
         leave_process_group(wait=True)
     except VerticalizeError as e:

@@ -22,7 +22,7 @@ def launch_train(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
     args = ["-m", "verticalize", "train", str(config), "--run-dir", str(run_dir)]
     for item in overrides:
         args += ["--set", item]
@@ -45,11 +45,13 @@ def launch_train(
         elastic_launch(launch, sys.executable)(*args)
     except ChildFailedError as e:
         codes = {rank: f.exitcode for rank, f in sorted(e.failures.items())}
-        first = next(iter(codes.values()))
+        failed = {rank: code for rank, code in codes.items() if code > 0}  # < 0: stopped by us
+        first = next(iter(failed.values()), 1)
         raise LaunchFailed(
-            f"train --nproc {nproc}: process(es) {sorted(codes)} failed with exit code(s) "
-            f"{sorted(set(codes.values()))}; their messages are above. Fix: correct what they "
-            "say, then run the same command again (training resumes from the last checkpoint).",
+            f"train --nproc {nproc}: process(es) {sorted(failed or codes)} failed (exit code "
+            f"{first}); their messages are above, the other processes were stopped. Fix: "
+            "correct what they say and run the command again (it resumes from the last "
+            "checkpoint).",
             first,
         ) from None
     finally:
