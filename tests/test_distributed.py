@@ -16,7 +16,6 @@ from conftest import ROOT, VERTICALIZE, run_cli, write
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from verticalize import api
-from verticalize.config import TrainConfig
 from verticalize.errors import TrainingError
 from verticalize.models.load import resolve_base
 from verticalize.train import distributed
@@ -194,30 +193,15 @@ def test_shards_pad_so_every_rank_runs_the_same_steps():
     assert distributed.padded_shard(order, 0, 1) == order
 
 
-def test_sharded_strategies_fall_back_to_ddp_on_cpu(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    t = TrainConfig.model_validate({"distributed": {"strategy": "fsdp"}})
-    assert distributed.strategy_in_effect(t) == "ddp"  # no CUDA here
-    plugin = distributed._sharding_plugins(
-        TrainConfig.model_validate(
-            {"distributed": {"strategy": "fsdp", "fsdp_sharding": "SHARD_GRAD_OP"}}
-        ),
-        "fsdp",
-    )["fsdp_plugin"]
-    assert "SHARD_GRAD_OP" in str(plugin.sharding_strategy)
-
-
-def test_deepspeed_without_the_package_is_a_clear_error():
-    pytest.importorskip("accelerate")
-    try:
-        import deepspeed  # noqa: F401
-
-        pytest.skip("deepspeed is installed")
-    except ImportError:
-        pass
-    t = TrainConfig.model_validate({"distributed": {"strategy": "deepspeed"}})
-    with pytest.raises(TrainingError, match="pip install deepspeed"):
-        distributed._sharding_plugins(t, "deepspeed")
+def test_sharded_strategies_are_refused_before_any_work(project):
+    cfg, _ = project
+    run = _run_dir(project, "fsdp")
+    r = run_cli(
+        "train", str(cfg), "--run-dir", str(run), "--set", "train.distributed.strategy=fsdp"
+    )
+    assert r.returncode == TrainingError.exit_code
+    assert "fsdp (sharded weights) is not supported yet" in r.stderr and "strategy: ddp" in r.stderr
+    assert not (run / "train").exists() and "Traceback" not in r.stderr
 
 
 def _torchrun_args(words):

@@ -440,19 +440,14 @@ class EarlyStopping(Section):
 
 class DistributedConfig(Section):
     """How several processes share training (T7); the process count comes from the launcher
-    (`verticalize train --nproc N`, torchrun, accelerate launch), never from this file."""
+    (`verticalize train --nproc N`, torchrun, srun, a Kubernetes PyTorchJob), never from
+    this file, so the same YAML runs on 1 or N processes."""
 
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp",
         description="ddp: every process holds the whole model (CPU gloo or GPU NCCL). fsdp and "
-        "deepspeed shard parameters/gradients/optimizer states across GPUs; on CPU they fall "
-        "back to ddp with a warning.",
-    )
-    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = "FULL_SHARD"
-    fsdp_cpu_offload: bool = False
-    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
-    zero_offload: Literal["none", "cpu", "nvme"] = Field(
-        "none", description="DeepSpeed: where ZeRO offloads optimizer states (and stage-3 params)."
+        "deepspeed (sharded weights) are refused in this version: checkpoints and model/ would "
+        "need the shards gathered, which is not implemented yet.",
     )
     timeout_s: int = Field(1800, ge=10, description="Collective-operation timeout.")
 

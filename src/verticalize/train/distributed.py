@@ -3,7 +3,7 @@
 Processes come from a launcher (`verticalize train --nproc N` = torchrun's engine,
 `torchrun`, `accelerate launch`, Slurm's srun, a Kubernetes PyTorchJob), which sets RANK /
 WORLD_SIZE / MASTER_ADDR. `train.distributed.strategy` picks how they share the model:
-DDP (CPU gloo or GPU NCCL), FSDP or DeepSpeed ZeRO (GPU only: on CPU they fall back to DDP).
+DDP over gloo (CPU) or NCCL (GPU); sharded strategies (FSDP, DeepSpeed ZeRO) are refused.
 `batch_size` is per process, so N processes train on N × batch_size examples a step.
 """
 
@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from verticalize.config import TrainConfig
-from verticalize.console import console
 from verticalize.errors import TrainingError
 
 if TYPE_CHECKING:  # torch and accelerate load only when training does (the CLI starts fast)
@@ -35,18 +34,18 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def strategy_in_effect(t: TrainConfig) -> str:
-    """The configured strategy, or ddp where it cannot run (FSDP/DeepSpeed need CUDA)."""
-    import torch
-
+def check_strategy(t: TrainConfig) -> str:
+    """The strategy this run uses: DDP. Sharded strategies are refused before any work: our
+    checkpoints, best weights and model/ read the whole model from rank 0, which FSDP and
+    DeepSpeed ZeRO do not hold (gathering the shards is not implemented yet)."""
     wanted = t.distributed.strategy
-    if wanted != "ddp" and not torch.cuda.is_available():
-        if is_main_process() and world_size() > 1:
-            console.print(
-                f"[yellow]warning:[/yellow] train.distributed.strategy {wanted} needs CUDA GPUs; "
-                "this machine has none, so the processes train with DDP (gloo) instead"
-            )
-        return "ddp"
+    if wanted != "ddp":
+        raise TrainingError(
+            f"train.distributed.strategy: {wanted} (sharded weights) is not supported yet: "
+            "checkpoints and the saved model would hold only rank 0's shard. Fix: use "
+            "strategy: ddp (each process holds the whole model; with model.method: lora a "
+            "1B-parameter model fits one 80 GB GPU), or gradient_checkpointing: true."
+        )
     return wanted
 
 
@@ -59,51 +58,14 @@ def process_state(t: TrainConfig) -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available(), timeout=timeout)
 
 
-def _sharding_plugins(t: TrainConfig, strategy: str) -> dict:
-    d = t.distributed
-    if strategy == "fsdp":
-        from accelerate import FullyShardedDataParallelPlugin
-
-        return {
-            "fsdp_plugin": FullyShardedDataParallelPlugin(
-                sharding_strategy=d.fsdp_sharding,
-                cpu_offload=d.fsdp_cpu_offload,
-                auto_wrap_policy="transformer_based_wrap",
-                state_dict_type="FULL_STATE_DICT",
-                use_orig_params=True,  # frozen + trainable parameters may share a shard (LoRA)
-            )
-        }
-    if strategy == "deepspeed":
-        try:
-            import deepspeed  # noqa: F401
-        except ImportError:
-            raise TrainingError(
-                "train.distributed.strategy: deepspeed is not installed. Fix: `pip install "
-                "deepspeed` on the GPU nodes, or use strategy: fsdp / ddp."
-            ) from None
-        from accelerate import DeepSpeedPlugin
-
-        offload = d.zero_offload if d.zero_offload != "none" else None
-        return {
-            "deepspeed_plugin": DeepSpeedPlugin(
-                zero_stage=d.zero_stage,
-                gradient_accumulation_steps=1,  # the loop accumulates (and weights) micro-batches
-                gradient_clipping=t.max_grad_norm or 0.0,
-                offload_optimizer_device=offload,
-                offload_param_device=offload if d.zero_stage == 3 else None,
-            )
-        }
-    return {}
-
-
 def make_accelerator(t: TrainConfig) -> tuple[Accelerator, str]:
     """An Accelerator for this launch and the strategy it really uses."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+    strategy = check_strategy(t)
     process_state(t)
-    strategy = strategy_in_effect(t)
     handlers = [
         InitProcessGroupKwargs(timeout=timedelta(seconds=t.distributed.timeout_s)),
         # every trainable parameter takes part in each step (NER freezes BERT's unused pooler)
@@ -113,11 +75,7 @@ def make_accelerator(t: TrainConfig) -> tuple[Accelerator, str]:
         mixed_precision=t.mixed_precision,
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=handlers,
-        **_sharding_plugins(t, strategy),
     )
-    if strategy == "deepspeed":  # it needs the micro-batch size without a DataLoader
-        ds = accelerator.state.deepspeed_plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = t.batch_size
     return accelerator, strategy
 
 

@@ -220,8 +220,6 @@ def train_model(
                         for k, v in recipe.collate([items[i] for i in idx]).items()
                     }
                     sync = j == len(micro) - 1
-                    if strategy == "deepspeed":  # DeepSpeed steps at the boundary we mark
-                        accelerator.gradient_state._set_sync_gradients(sync)
                     with (
                         nullcontext() if sync else accelerator.no_sync(model),
                         accelerator.autocast(),

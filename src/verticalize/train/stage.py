@@ -10,7 +10,12 @@ from accelerate.utils import set_seed
 
 from verticalize.config import TRAIN_RUNTIME_FIELDS, Config
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
-from verticalize.train.distributed import is_main_process, local_world_size, process_state
+from verticalize.train.distributed import (
+    check_strategy,
+    is_main_process,
+    local_world_size,
+    process_state,
+)
 from verticalize.train.tracking import open_tracker
 
 STATE = "run_state.json"
@@ -45,6 +50,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     if not force and folder.is_current("train", fp):
         return StageResult("train", skipped=True, manifest=folder.read_manifest("train"))
     out_dir = folder.stage_dir("train")
+    check_strategy(cfg.train)
     state = process_state(cfg.train)  # joins the process group when launched with N > 1
     if state.is_main_process:
         state_file = out_dir / STATE
