@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +16,12 @@ from verticalize import api
 from verticalize.console import console
 from verticalize.errors import ConfigError, VerticalizeError
 from verticalize.runfolder import StageResult
-from verticalize.train.distributed import is_main_process, leave_process_group, world_size
+from verticalize.train.distributed import (
+    LAUNCHED,
+    is_main_process,
+    leave_process_group,
+    world_size,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -150,7 +156,7 @@ def train(
 ) -> None:
     """Fine-tune the base model; resumes from the last checkpoint (run/train/, run/model/)."""
     result = api.train(config, run_dir, _guard_overrides(set_, ignore_memory_guard), force, nproc)
-    if is_main_process():  # under torchrun every process runs this; rank 0 reports
+    if not os.environ.get(LAUNCHED):  # a worker of `--nproc N`: the launcher reports
         _report([result])
 
 
@@ -566,6 +572,8 @@ def main() -> None:
                 "Fix: launch `verticalize train <yaml>` that way, or use `verticalize run <yaml> "
                 "--nproc N`, which runs the other stages once."
             )
+        if not is_main_process():  # N processes print as one: rank 0 speaks
+            console.quiet = True
         app(standalone_mode=False)
         leave_process_group(wait=True)
     except VerticalizeError as e:

@@ -33,12 +33,14 @@ class TokenTagger(nn.Module):
         super().__init__()
         self.backbone, self.head, self.head_lr = backbone, head, head_lr
 
-    def forward(self, input_ids, attention_mask, first) -> torch.Tensor:
-        """Hidden states of each word's first sub-token: [batch, words, hidden]."""
+    def forward(self, input_ids, attention_mask, first, labels=None, word_mask=None):
+        """Hidden states of each word's first sub-token: [batch, words, hidden]; with labels,
+        the head's (summed loss, labelled words) instead, inside forward so DDP sees it."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         index = first.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-        return torch.gather(hidden, 1, index)
+        words = torch.gather(hidden, 1, index)
+        return words if labels is None else self.head.loss(words, labels, word_mask)
 
     def lr_of(self, name: str) -> float | None:
         """The head's own learning rate (the training loop asks)."""
@@ -232,8 +234,8 @@ def make_ner_collate(pad_token_id: int):
 
 def ner_loss(model: TokenTagger, batch: dict) -> tuple[torch.Tensor, int]:
     """Mean loss per labelled word, and the number of words."""
-    hidden = model(batch["input_ids"], batch["attention_mask"], batch["first"])
-    total, n = model.head.loss(hidden, batch["labels"], batch["word_mask"])
+    keys = ("input_ids", "attention_mask", "first", "labels", "word_mask")
+    total, n = model(*(batch[k] for k in keys))
     return total / max(n, 1), n
 
 

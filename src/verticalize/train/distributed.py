@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # torch and accelerate load only when training does (the CLI 
     from accelerate import Accelerator, PartialState
 
 
+LAUNCHED = "VERTICALIZE_LAUNCHED"  # set for the workers `verticalize train --nproc N` starts
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 

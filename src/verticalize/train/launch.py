@@ -10,6 +10,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from verticalize.errors import TrainingError
+from verticalize.train.distributed import LAUNCHED
 
 
 def launch_train(
@@ -38,6 +39,7 @@ def launch_train(
         max_restarts=0,
         monitor_interval=0.1,
     )
+    os.environ[LAUNCHED] = "1"  # the workers inherit it: they leave the report to us
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads is None:  # split the cores between the processes instead of oversubscribing
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
@@ -55,6 +57,7 @@ def launch_train(
             first,
         ) from None
     finally:
+        os.environ.pop(LAUNCHED, None)
         if threads is None:
             os.environ.pop("OMP_NUM_THREADS", None)
 

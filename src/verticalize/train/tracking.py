@@ -127,7 +127,7 @@ class Tracker:
             self.run_id, logged = attach_run(client, self.cfg, self.folder, resume=True)
             client.update_run(self.run_id, "RUNNING")
         except Exception as e:  # noqa: BLE001 - tracking must never end a training
-            self._broken = True
+            self._broken, self._pending = True, []
             return self._warn(e)
         failures = 0
         while True:
