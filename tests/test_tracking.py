@@ -220,7 +220,7 @@ def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path, migrated_db
     assert {r["run_id"] for r in api.runs(runs)} == {first, second}
 
 
-def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path):
+def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path, migrated_db):
     config, runs = make_project(tmp_path)
     api.data(config)
     api.train(config, overrides=["train.mlflow=false"])
@@ -231,6 +231,34 @@ def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path):
     assert not (run / "train/tracking.json").exists()
     assert sorted(p.name for p in runs.iterdir()) == ["tiny"]  # no mlflow.db, no mlartifacts
     assert api.runs(runs) == []
+
+    # switched on later: the pipeline's end tracks the untracked training from metrics.jsonl
+    shutil.copy(migrated_db, runs / "mlflow.db")
+    cfg = api.load(config)
+    tracking.log_pipeline(cfg, RunFolder(cfg))
+    [row] = api.runs(runs)
+    assert (row["status"], row["steps"]) == ("FINISHED", 4)
+    history = MlflowClient(uri_of(runs / "mlflow.db")).get_metric_history(
+        row["run_id"], "train/loss"
+    )
+    assert sorted(m.step for m in history) == STEPS
+
+
+def test_metric_names_keep_generation_stages_apart():
+    row = {"event": "train", "epoch": 0, "step": 3, "loss": 1.5, "lr": 1e-4, "ok": True}
+    assert {k: (v, step) for k, v, _, step in tracking.metric_points(row, "train")} == {
+        "train/epoch": (0.0, 3),
+        "train/loss": (1.5, 3),
+        "train/lr": (1e-4, 3),
+    }
+    evaluation = {"event": "eval", "epoch": 0, "step": 2, "val_loss": 2.0, "val_perplexity": 7.4}
+    assert {k for k, *_ in tracking.metric_points(evaluation, "sft")} == {
+        "sft/eval/epoch",
+        "sft/eval/val_loss",
+        "sft/eval/val_perplexity",
+    }
+    pretraining = tracking.metric_points(row, "continued_pretraining")
+    assert "continued_pretraining/train/loss" in {k for k, *_ in pretraining}
 
 
 def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path, migrated_db):

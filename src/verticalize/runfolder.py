@@ -2,7 +2,7 @@
 
 runs/<name>/
   data/   train.jsonl validation.jsonl test.jsonl quarantine.jsonl dedup_clusters.jsonl manifest.json
-  train/  checkpoints/ best/ metrics.jsonl metrics.csv tb/ manifest.json
+  train/  checkpoints/ best/ metrics.jsonl metrics.csv tb/ tracking.json manifest.json
   eval/   report.json report.html predictions.jsonl manifest.json
   model/  the fine-tuned model in Hugging Face format
 """

@@ -393,6 +393,11 @@ class _Study:
         except ValidationError as e:
             raise ConfigError(_format_validation_error(e, self.src.file, self.src.index)) from None
         cfg.source_file = self.cfg.source_file
+        if cfg.train.mlflow and not cfg.train.mlflow_uri:  # trials track into the main store
+            from verticalize.registry.store import tracking_uri
+
+            cfg.train.mlflow_uri = tracking_uri(cfg, self.base.root.parent)
+            cfg.train.mlflow_experiment = cfg.train.mlflow_experiment or f"{cfg.name}-tune"
         root = self.dir / f"trial-{number}"
         trial = RunFolder(cfg, root)
         fp = self.data_fingerprint(cfg)
