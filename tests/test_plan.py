@@ -12,13 +12,10 @@ from verticalize.config import FreezeConfig, ModelConfig, TrainConfig
 from verticalize.errors import TrainingError
 from verticalize.models.adapt import adapt, count_parameters
 from verticalize.models.load import load_sequence_classifier
+from verticalize.plan.architecture import activation_elements_per_token
 from verticalize.plan.flops import flops_per_token
-from verticalize.plan.memory import (
-    MemoryEstimate,
-    activation_elements_per_token,
-    guard_memory,
-    training_memory,
-)
+from verticalize.plan.memory import MemoryEstimate, guard_memory, training_memory
+from verticalize.plan.recommend import choose_batch, choose_lr, choose_method
 
 PROJECT = """
 name: plan-drugs
@@ -124,6 +121,19 @@ def test_guard_warns_when_asked_or_forced_and_passes_when_it_fits(capsys):
     guard_memory(estimate, TrainConfig(memory_limit_gb=0.1, memory_guard="off"))
     guard_memory(estimate, TrainConfig(memory_limit_gb=2.0))
     assert capsys.readouterr().err == ""
+
+
+def test_recommendation_rules_follow_size_data_and_depth():
+    assert choose_method(22_000_000, 5_000, True, "full")[0] == "full"
+    assert choose_method(22_000_000, 5_000, False, "full")[0] == "lora"  # does not fit
+    assert choose_method(135_000_000, 5_000, True, "full")[0] == "lora"  # large
+    assert choose_method(22_000_000, 100, True, "full")[0] == "lora"  # few examples
+    shallow, why_shallow = choose_lr("full", 2_000_000, 6)
+    small_data, _ = choose_lr("full", 500, 6)
+    deep, why_deep = choose_lr("full", 500, 30)
+    assert shallow > small_data > deep and len(why_deep) == len(why_shallow) + 2
+    assert choose_batch(lambda b: b <= 8, 1000)[:2] == (8, 4)  # effective batch 32
+    assert choose_batch(lambda b: True, 20)[:2] == (16, 2)  # never more than the data
 
 
 def test_plan_json_has_the_contract_keys_and_counts(tmp_path):

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from verticalize.plan.memory import lowest_trainable, model_dims, positions, transformer_blocks
+from verticalize.plan.architecture import (
+    lowest_trainable,
+    model_dims,
+    positions,
+    transformer_blocks,
+)
 
 
 def _is_lookup(model: nn.Module) -> set[int]:

@@ -1,36 +1,43 @@
-"""Peak training memory, estimated before training (P3, T9): weights + gradients + AdamW
-states + activations + the process's own resident overhead, and the guard that refuses a run
-that will not fit.
+"""Peak training memory, estimated before training (P3, T9), and the guard that refuses a
+run that will not fit.
 
-Activations come from an analytic per-layer count of the tensors autograd saves for the
-backward pass, in elements per token per transformer block (h hidden, kv key/value width,
-i intermediate, a heads, s sequence length, r LoRA rank), measured here with
-`torch.autograd.graph.saved_tensors_hooks` on BERT (MiniLM) and Llama (SmolLM2) blocks:
+peak RSS = runtime + weights + fp32 gradients + AdamW states (2 × trainable)
+           + ALLOCATOR_FACTOR × the blocks' working set of one micro-batch
+           + max(a causal LM's logits in a training step, an evaluation batch's transient)
 
-    every block that needs a gradient     5.33·h + 2·kv + i  (3·i with a gated MLP)
-    + attention in training with dropout  3·a·s  (SDPA falls back to the math kernel:
-                                                  probabilities, dropout mask, output)
-    + trainable block weights             3·h + i  (the inputs of q/k/v, o, up/gate, down)
-    + each LoRA-wrapped Linear            1.75·in_features + r
+The working set is an analytic count per token per transformer block (h hidden, kv key/value
+width, i intermediate, a heads, s sequence length, r LoRA rank), checked against what
+autograd saves (`torch.autograd.graph.saved_tensors_hooks`) on BERT (MiniLM) and Llama
+(SmolLM2) blocks:
 
-Blocks below the lowest trainable parameter save nothing (no gradient flows there). A
-causal LM adds its logits three times (logits, log-softmax, their gradient). On CPU the
-glibc allocator keeps freed blocks mapped, so the tensor total is multiplied by
-`ALLOCATOR_FACTOR`, fitted to peak RSS of real runs on this machine (see tests/test_plan.py).
+    every block at or above the lowest trainable parameter   5.33·h + 2·kv + i  (3·i gated MLP)
+    + attention with dropout in training                     3·a·s  (SDPA's math kernel:
+                                                             probabilities, mask, output)
+    + the inputs of q/k/v, o, up/gate and down               3·h + i
+    + each LoRA-wrapped Linear                               1.75·in_features + r
+
+A frozen block saves less than `3·h + i`, but the allocator keeps its temporaries, so the
+working set counts it as trained. Tensors of a few MB are served from glibc's heap, which
+keeps freed memory; tensors above its mmap threshold (32 MB: LM logits, evaluation attention
+maps) are returned at once, so they count only while they live. ALLOCATOR_FACTOR and
+FIRST_STEP_BYTES are fitted to peak RSS (ru_maxrss) of real train-stage runs on a 2-core CPU
+machine (MiniLM full/LoRA at 64/128 tokens, the NER tagger, SmolLM2 LoRA); each was within
+±13% (see the plan section of the README and tests/test_plan.py).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
+import torch
 from torch import nn
 
 from verticalize.config import TrainConfig
 from verticalize.console import console
 from verticalize.errors import TrainingError
+from verticalize.plan.architecture import activation_elements_per_token, model_dims
 
 GB = 1e9
 ALLOCATOR_FACTOR = 0.95  # RSS growth per byte of the blocks' working set, fitted here
@@ -60,116 +67,6 @@ class MemoryEstimate:
     def describe(self) -> str:
         parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in asdict(self).items())
         return f"{self.total / GB:.2f} GB ({parts})"
-
-
-@dataclass
-class Dims:
-    """What the activation count needs from a transformers config."""
-
-    hidden: int
-    layers: int
-    heads: int
-    kv: int  # key/value width (grouped-query attention makes it smaller than hidden)
-    intermediate: int
-    vocab: int
-    gated: bool  # SwiGLU-style MLP (gate, up, down)
-    attention_dropout: float
-    hidden_dropout: float
-
-
-def backbone_config(model: nn.Module):
-    """The transformers config of a model, a PEFT wrapper, or a TokenTagger's backbone."""
-    inner = getattr(model, "backbone", model)
-    return inner.config
-
-
-def model_dims(model: nn.Module) -> Dims:
-    c = backbone_config(model)
-    c = getattr(c, "text_config", None) or c
-    h, heads = c.hidden_size, c.num_attention_heads
-    head_dim = getattr(c, "head_dim", None) or h // heads
-    kv_heads = getattr(c, "num_key_value_heads", None) or heads
-    act = str(getattr(c, "hidden_act", None) or getattr(c, "hidden_activation", "gelu"))
-    return Dims(
-        hidden=h,
-        layers=c.num_hidden_layers,
-        heads=heads,
-        kv=kv_heads * head_dim,
-        intermediate=getattr(c, "intermediate_size", None) or 4 * h,
-        vocab=c.vocab_size,
-        gated=act in ("silu", "swish", "gelu_pytorch_tanh") or hasattr(c, "rms_norm_eps"),
-        attention_dropout=float(
-            getattr(c, "attention_probs_dropout_prob", None) or getattr(c, "attention_dropout", 0)
-        ),
-        hidden_dropout=float(getattr(c, "hidden_dropout_prob", None) or 0.0),
-    )
-
-
-def transformer_blocks(model: nn.Module, n_layers: int) -> list[nn.Module]:
-    """The transformer blocks, in order (the largest ModuleList of `n_layers` modules)."""
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n_layers:
-            return list(module)
-    return []
-
-
-def _lora_modules(block: nn.Module) -> list[tuple[int, int]]:
-    """(in_features, rank) of each LoRA-wrapped Linear in a block."""
-    out = []
-    for m in block.modules():
-        lora_a = getattr(m, "lora_A", None)
-        if isinstance(lora_a, nn.ModuleDict) and len(lora_a):
-            first = next(iter(lora_a.values()))
-            out.append((first.in_features, first.out_features))
-    return out
-
-
-def _base_weights_train(block: nn.Module) -> bool:
-    return any(
-        p.requires_grad for n, p in block.named_parameters() if "lora_" not in n and p.dim() > 1
-    )
-
-
-def positions(model: nn.Module, blocks: list[nn.Module]) -> dict[int, int]:
-    """id(parameter) → its place in the stack: -1 embeddings (virtual tokens included),
-    k for block k; parameters not listed sit above the blocks (final norm, head)."""
-    where: dict[int, int] = {}
-    for k, block in enumerate(blocks):
-        for p in block.parameters():
-            where[id(p)] = k
-    for m in model.modules():
-        if isinstance(m, nn.Embedding) or type(m).__name__.endswith("Embeddings"):
-            for p in m.parameters():
-                where.setdefault(id(p), -1)
-    return where
-
-
-def lowest_trainable(model: nn.Module, blocks: list[nn.Module]) -> int:
-    """The lowest place (as in `positions`) holding a trainable parameter; len(blocks) when
-    only the head trains."""
-    where = positions(model, blocks)
-    places = [where.get(id(p), len(blocks)) for p in model.parameters() if p.requires_grad]
-    return min(places, default=len(blocks))
-
-
-def activation_elements_per_token(model: nn.Module, seq_len: int, saved: bool = True) -> float:
-    """Elements autograd keeps per token of a training batch, summed over the blocks.
-    `saved=False` counts the forward's working set instead: a block whose weights are frozen
-    saves less, but its temporaries are as large as a trained block's saved tensors."""
-    d = model_dims(model)
-    blocks = transformer_blocks(model, d.layers)
-    lowest = max(lowest_trainable(model, blocks), 0)
-    core = (5.33 if d.hidden_dropout > 0 else 5.0) * d.hidden + 2 * d.kv
-    core += (3 if d.gated else 1) * d.intermediate
-    if d.attention_dropout > 0:
-        core += 3 * d.heads * seq_len
-    total = 2.0 * d.hidden  # embeddings output, final norm
-    for block in blocks[lowest:]:
-        total += core
-        if not saved or _base_weights_train(block):
-            total += 3 * d.hidden + d.intermediate
-        total += sum(1.75 * fan_in + r for fan_in, r in _lora_modules(block))
-    return total
 
 
 def step_heap_bytes(model, batch: int, seq_len: int, elem: float) -> float:
@@ -205,12 +102,23 @@ def parameter_bytes(model: nn.Module) -> tuple[int, int]:
     return weights, trainable
 
 
-def runtime_bytes(model: nn.Module | None = None) -> int:
+def resident_bytes(model: nn.Module | None = None) -> int:
     """This process's resident memory, less the model's weights when it is loaded: the
     interpreter, torch, transformers, the tokenizer and the data already in memory."""
     rss = psutil.Process().memory_info().rss
-    weights = parameter_bytes(model)[0] if model is not None else 0
-    return max(rss - weights, 0)
+    return max(rss - (parameter_bytes(model)[0] if model is not None else 0), 0)
+
+
+_FIRST_RUNTIME: list[int] = []  # this process's first measurement
+
+
+def runtime_bytes(model: nn.Module | None = None) -> int:
+    """`resident_bytes`, never more than at this process's first call: what the allocator
+    kept from an earlier training pass (e.g. the first generation stage) is reused."""
+    now = resident_bytes(model)
+    if not _FIRST_RUNTIME:
+        _FIRST_RUNTIME.append(now)
+    return min(now, _FIRST_RUNTIME[0])
 
 
 def training_memory(
@@ -297,7 +205,7 @@ def guard_memory(
 def suggestion(estimate: MemoryEstimate, t: TrainConfig) -> str:
     """A concrete fix, aimed at the largest part of the estimate."""
     tips = []
-    if estimate.optimizer + estimate.gradients > estimate.activations:
+    if estimate.gradients > estimate.weights // 2:  # most weights train
         tips.append("model.method: lora (gradients and AdamW states only for the adapters)")
     if t.batch_size > 1:
         half = max(t.batch_size // 2, 1)
@@ -308,6 +216,6 @@ def suggestion(estimate: MemoryEstimate, t: TrainConfig) -> str:
     if not t.gradient_checkpointing:
         tips.append("train.gradient_checkpointing: true")
     tips.append("a shorter model.max_length")
-    if os.environ.get("CUDA_VISIBLE_DEVICES") != "" and t.mixed_precision == "no":
-        tips.append("train.mixed_precision: bf16 on a GPU that supports it")
+    if t.mixed_precision == "no" and torch.cuda.is_available():
+        tips.append("train.mixed_precision: bf16 (this GPU halves activations with it)")
     return "Fix: " + "; or ".join(tips) + "."

@@ -70,17 +70,20 @@ def choose_precision() -> tuple[str, str]:
     )
 
 
-def choose_batch(
-    fits: Callable[[int], bool], examples: int, configured: int
-) -> tuple[int, int, str]:
+def choose_batch(fits: Callable[[int], bool], examples: int) -> tuple[int, int, str]:
     """Largest power of two ≤ 64 (and ≤ the data) that fits; accumulate to ~32 per step."""
     batch = 1
     while batch * 2 <= min(MAX_BATCH, max(examples, 1)) and fits(batch * 2):
         batch *= 2
     accum = max(1, -(-EFFECTIVE_BATCH // batch))
     why = (
-        f"batch {batch}: the largest power of two ≤ {MAX_BATCH} whose estimate fits the memory "
-        f"budget; × {accum} accumulation = effective batch {batch * accum} (~{EFFECTIVE_BATCH})"
+        f"batch {batch}: the largest power of two ≤ {MAX_BATCH} (and ≤ the examples) whose "
+        "estimate fits the memory budget; "
+        + (
+            f"× {accum} accumulation = effective batch {batch * accum}"
+            if accum > 1
+            else f"no accumulation needed for an effective batch of ~{EFFECTIVE_BATCH}"
+        )
     )
     if not fits(batch):
         why = "even batch 1 does not fit the memory budget: use LoRA and a shorter max_length"
@@ -108,12 +111,11 @@ def recommend(
     configured_method: str,
     full_fits: bool,
     fits: Callable[[str, int], bool],
-    configured_batch: int,
 ) -> Recommendation:
     """`fits(method, batch)` says whether a method at a batch size fits the memory budget."""
     method, why_method = choose_method(params, examples, full_fits, configured_method)
     precision, why_precision = choose_precision()
-    batch, accum, why_batch = choose_batch(lambda b: fits(method, b), examples, configured_batch)
+    batch, accum, why_batch = choose_batch(lambda b: fits(method, b), examples)
     lr, why_lr = choose_lr(method, examples, layers)
     reasons = [f"method {method}: {why_method}", f"precision {precision}: {why_precision}"]
     reasons += [why_batch, *why_lr, f"lr {lr:g}"]

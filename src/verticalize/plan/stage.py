@@ -3,6 +3,7 @@ wall time from a short calibration run, and a recommendation; writes <run>/plan/
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
 
@@ -10,6 +11,7 @@ from verticalize.config import Config, FreezeConfig, ModelConfig
 from verticalize.console import console
 from verticalize.models.adapt import count_parameters
 from verticalize.plan import memory
+from verticalize.plan.architecture import model_dims
 from verticalize.plan.calibrate import calibrate, epoch_batches, padded_tokens
 from verticalize.plan.flops import flops_per_token
 from verticalize.plan.recommend import recommend
@@ -28,7 +30,7 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
     labels = folder.read_manifest("data").get("labels") or []
     console.print(f"plan: loading {cfg.model.base} and encoding the training data")
     work = build_workload(cfg, folder, labels)
-    runtime = memory.runtime_bytes(work.base)  # the process before the model, data included
+    runtime = memory.resident_bytes(work.base)  # the process before the model, data included
     available = memory.available_bytes(cfg.train)
     methods = list(dict.fromkeys([*work.methods, cfg.model.method]))
     per_method = {}
@@ -38,7 +40,7 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
         model = work.adapted(method_config(cfg, method, work))
         per_method[method] = describe(model, work, cfg, runtime, method)
         del model
-        gc.collect()
+        release_freed_memory()
     model = work.adapted(cfg.model, in_place=True)
     per_method[cfg.model.method] = describe(model, work, cfg, runtime, cfg.model.method)
     mine = per_method[cfg.model.method]
@@ -56,12 +58,11 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
 
     rec = recommend(
         mine["params"],
-        memory.model_dims(model).layers,
+        model_dims(model).layers,
         work.examples,
         cfg.model.method,
-        fits("full", min(cfg.train.batch_size, 64)) if "full" in per_method else True,
+        "full" not in per_method or per_method["full"]["memory"][precision]["total"] <= available,
         fits,
-        cfg.train.batch_size,
     )
     result = {
         "name": cfg.name,
@@ -106,12 +107,22 @@ CONVENTIONS = {
 }
 
 
+def release_freed_memory() -> None:
+    """Collect the copies and give their pages back to the OS (glibc keeps freed heap memory),
+    so the calibration's peak RSS is not inflated by them."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def method_config(cfg: Config, method: str, work: Workload) -> ModelConfig:
     """The model section for `method`: the configured settings, or sensible ones."""
     update: dict = {"method": method}
     if method == "freeze" and cfg.model.method != "freeze":
         if cfg.task == "generation":  # a causal LM has no separate head to train alone
-            layers = memory.model_dims(work.base).layers
+            layers = model_dims(work.base).layers
             update["freeze"] = FreezeConfig(layers=layers // 2)
         else:
             update["freeze"] = FreezeConfig(head_only=True)

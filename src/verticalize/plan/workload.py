@@ -107,7 +107,7 @@ def _generation(cfg: Config, train, val) -> Workload:
     from verticalize.config import yaml_dir
     from verticalize.models.load import load_causal_lm, resolve_base
     from verticalize.tasks.generation import generation_recipe, use_chat_template
-    from verticalize.train.generation import PROMPT_METHODS, encode_records, lm_rows
+    from verticalize.train.generation import PROMPT_METHODS, bucketed, encode_records, lm_rows
 
     base, records, _ = _incremental(cfg, train)
     model, tok = load_causal_lm(base)
@@ -124,7 +124,8 @@ def _generation(cfg: Config, train, val) -> Workload:
         seqs = [s for s in encode_records(mine, tok, kind, cfg) if s.n_supervised > 0]
         rows = lm_rows(seqs, packing, cfg.generation.block_size)
         val_rows = lm_rows(encode_records(held, tok, kind, cfg), False, 0)
-        recipe = generation_recipe(rows, val_rows, tok.pad_token_id, kind)
+        order = None if packing else bucketed(rows, cfg)  # as the trainer orders them
+        recipe = generation_recipe(rows, val_rows, tok.pad_token_id, kind, order)
         epochs = cfg.generation.pretrain_epochs if pretraining else cfg.train.epochs
         passes.append(Pass(kind, recipe, epochs, len(val_rows)))
 

@@ -34,7 +34,8 @@ def local_world_size() -> int:
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    """Rank 0 of a launch, or a single process (no RANK)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def check_strategy(t: TrainConfig) -> str:

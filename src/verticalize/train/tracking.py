@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import threading
 import time
@@ -30,6 +29,7 @@ from verticalize.console import console
 from verticalize.registry.register import _experiment_id, _mlflow_key, flat_params, numeric_metrics
 from verticalize.registry.store import RUN_DIR_TAG, TRAIN_TAG, open_client, tracking_uri
 from verticalize.runfolder import RunFolder, read_jsonl, write_json_atomic
+from verticalize.train.distributed import is_main_process  # only rank 0 tracks
 
 TRACKING_FILE = "tracking.json"  # in train/: {tracking_uri, experiment, run_id, …}
 KIND_TAG, TRAINING = "verticalize.kind", "training"  # tells training runs from registry runs
@@ -46,11 +46,6 @@ def tracking_target(cfg: Config, folder: RunFolder) -> tuple[str, str]:
     """(tracking URI, experiment name) this run tracks to. Creates nothing."""
     uri = cfg.train.mlflow_uri or tracking_uri(cfg, folder.root.parent)
     return uri, cfg.train.mlflow_experiment or cfg.name
-
-
-def is_main_process() -> bool:
-    """Only rank 0 of a distributed training tracks (no RANK: a single process)."""
-    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def tracked_run(folder: RunFolder) -> dict | None:
