@@ -50,13 +50,17 @@ def test_readme_example_command_runs_shortened(tmp_path):
     assert exported["published"] and exported["metric"] == "macro_f1"
     assert (tmp_path / "run/export/model/README.md").is_file()  # the model card
     assert (tmp_path / "mlflow.db").is_file()  # registered next to the run folder
+    listed = run_cli("runs", str(tmp_path), "--json", cwd=ROOT)  # the run was tracked there too
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    (row,) = json.loads(listed.stdout)
+    assert row["task"] == "classification" and row["steps"] > 0 and row["test"]
 
 
 def test_every_command_has_help():
     for cmd in (
         *([], ["init"], ["data"], ["train"], ["eval"], ["run"], ["predict"], ["tune"]),
         *(["export"], ["serve"], ["registry"], ["registry", "promote"], ["registry", "rollback"]),
-        *(["registry", "list"], ["keys", "add"], ["feedback", "export"]),
+        *(["registry", "list"], ["keys", "add"], ["feedback", "export"], ["plan"], ["runs"]),
     ):
         r = subprocess.run([VERTICALIZE, *cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "Usage" in r.stdout, (cmd, r.stderr)
