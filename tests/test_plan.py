@@ -145,7 +145,7 @@ def test_plan_json_has_the_contract_keys_and_counts(tmp_path):
     for key in ("params", "trainable_params", "train_flops", "peak_memory_bytes"):
         assert isinstance(plan[key], int | float) and plan[key] > 0, key
     assert plan["est_seconds"] > 0 and plan["calibration"]["steps"] == 1
-    assert set(plan["methods"]) == {"full", "freeze", "lora", "prompt_tuning"}
+    assert set(plan["methods"]) == {"full", "freeze", "lora"}
     lora, full = plan["methods"]["lora"], plan["methods"]["full"]
     assert plan["trainable_params"] == lora["trainable_params"] < full["trainable_params"]
     assert full["params"] == full["trainable_params"] == count_parameters(minilm("full"))[0]

@@ -76,7 +76,7 @@ def _classification(cfg: Config, train, val, labels) -> Workload:
         cfg.train.eval_batch_size,
     )
     passes = [Pass("train", recipe, cfg.train.epochs, len(val))]
-    methods = ["full", "freeze", "lora", "prompt_tuning"]
+    methods = ["full", "freeze", "lora"]  # prompt tuning: generation only (config.py)
     return Workload(model, lambda m, mc: adapt(m, mc), passes, len(train), methods)
 
 
