@@ -41,6 +41,11 @@ def print_plan(p: dict) -> None:
     cal = p.get("calibration")
     speed = f", {cal['seconds_per_step']:.2f} s per step" if cal else ""
     console.print(f"  wall time ≈ {_duration(p['est_seconds'])}{speed}")
+    if cal and cal["peak_rss_bytes"] > 1.1 * p["peak_memory_bytes"]:
+        console.print(
+            f"  [yellow]the calibration steps already peaked at {_gb(cal['peak_rss_bytes'])} GB, "
+            "above the estimate: plan with the larger number[/yellow]"
+        )
     if p.get("measured"):
         m = p["measured"]
         console.print(

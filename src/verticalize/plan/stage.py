@@ -86,7 +86,7 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
             "passes": {p.label: {"tokens": p.tokens, "epochs": p.epochs} for p in work.passes},
         },
         "methods": {
-            m: {k: v for k, v in d.items() if k != "by_batch"} for m, d in per_method.items()
+            m: {k: v for k, v in per_method[m].items() if k != "by_batch"} for m in methods
         },
         "calibration": calibration.as_dict() if calibration else None,
         "recommendation": rec.as_dict(),
@@ -100,8 +100,11 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
 CONVENTIONS = {
     "train_flops": "2 FLOPs per multiply-add; forward 2N + attention, backward 2N above the "
     "lowest trainable parameter + 2 × trainable matmul weights; N excludes embedding lookups",
-    "peak_memory_bytes": "analytic: weights + fp32 gradients + AdamW states + saved activations "
-    "(or an evaluation batch) × allocator factor + runtime (this process's RSS less the model)",
+    "peak_memory_bytes": "analytic: weights + fp32 gradients + AdamW states + allocator factor × "
+    "the blocks' working set + max(LM logits, an evaluation batch) + runtime (this process's "
+    "RSS less the model, + the first step's non-tensor memory); see verticalize.plan.memory",
+    "calibration.peak_rss_bytes": "this process's peak after the calibration steps (no "
+    "evaluation): when it is above peak_memory_bytes, trust the larger",
     "est_seconds": "calibrated seconds per padded token × padded tokens × epochs, plus "
     "evaluation at a third of the training cost per token",
 }
