@@ -10,8 +10,7 @@ import torch
 
 LARGE_MODEL = 100_000_000  # parameters: above this, full fine-tuning rarely pays on CPU
 FEW_EXAMPLES = 300  # below this, full fine-tuning of every weight overfits
-EFFECTIVE_BATCH = 32
-MAX_BATCH = 64
+EFFECTIVE_BATCH = 32  # examples per optimizer step: enough steps per epoch on small data
 BASE_LR = {"full": 1e-4, "freeze": 2e-4, "layer_reduction": 1e-4, "lora": 8e-4}
 BASE_LR_PROMPT = 6e-3  # prompt and prefix tuning train a few embeddings: much larger steps
 
@@ -71,13 +70,13 @@ def choose_precision() -> tuple[str, str]:
 
 
 def choose_batch(fits: Callable[[int], bool], examples: int) -> tuple[int, int, str]:
-    """Largest power of two ≤ 64 (and ≤ the data) that fits; accumulate to ~32 per step."""
+    """Largest power of two ≤ 32 (and ≤ the data) that fits; accumulate to ~32 per step."""
     batch = 1
-    while batch * 2 <= min(MAX_BATCH, max(examples, 1)) and fits(batch * 2):
+    while batch * 2 <= min(EFFECTIVE_BATCH, max(examples, 1)) and fits(batch * 2):
         batch *= 2
     accum = max(1, -(-EFFECTIVE_BATCH // batch))
     why = (
-        f"batch {batch}: the largest power of two ≤ {MAX_BATCH} (and ≤ the examples) whose "
+        f"batch {batch}: the largest power of two ≤ {EFFECTIVE_BATCH} (and ≤ the examples) whose "
         "estimate fits the memory budget; "
         + (
             f"× {accum} accumulation = effective batch {batch * accum}"
