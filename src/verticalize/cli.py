@@ -156,7 +156,7 @@ def train(
 ) -> None:
     """Fine-tune the base model; resumes from the last checkpoint (run/train/, run/model/)."""
     result = api.train(config, run_dir, _guard_overrides(set_, ignore_memory_guard), force, nproc)
-    if not os.environ.get(LAUNCHED):  # a worker of `--nproc N`: the launcher reports
+    if is_main_process() and not os.environ.get(LAUNCHED):  # `--nproc N`: the launcher reports
         _report([result])
 
 
