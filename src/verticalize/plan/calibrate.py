@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from verticalize.config import TrainConfig
+from verticalize.train.loop import enable_activation_checkpointing
 
 
 @dataclass
@@ -55,11 +56,7 @@ def calibrate(model, recipe, t: TrainConfig, seed: int, steps: int = 3) -> Calib
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=True)
     if t.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        enable_activation_checkpointing(model)
     model.train()
     timed, tokens = 0.0, 0
     for k, group in enumerate(groups):

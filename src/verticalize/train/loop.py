@@ -90,6 +90,15 @@ def _optimizer(model, cfg) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=cfg.lr, fused=True)  # one kernel per step, CPU or GPU
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in backward; non-reentrant works with frozen inputs (LoRA)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the transformers v5 name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -126,12 +135,8 @@ def train_model(
     ckpt_every = t.checkpoint_every or eval_every
     metric = t.early_stopping.metric
 
-    if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA, freeze)
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):  # the transformers v5 name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if t.gradient_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer = _optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
