@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from verticalize.config import TrainConfig
-from verticalize.train.loop import enable_activation_checkpointing
+from verticalize.train.loop import enable_activation_checkpointing, epoch_order
 
 
 @dataclass
@@ -32,11 +32,7 @@ class Calibration:
 
 def epoch_batches(recipe, t: TrainConfig, seed: int) -> list[list[int]]:
     """The micro-batches of epoch 0 in the loop's order."""
-    if recipe.order is not None:
-        order = recipe.order(0)
-    else:
-        g = torch.Generator().manual_seed(seed * 100_003)
-        order = torch.randperm(len(recipe.items), generator=g).tolist()
+    order = recipe.order(0) if recipe.order is not None else epoch_order(len(recipe.items), seed, 0)
     return [order[i : i + t.batch_size] for i in range(0, len(order), t.batch_size)]
 
 

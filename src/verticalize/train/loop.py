@@ -99,7 +99,7 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
 
@@ -196,7 +196,7 @@ def train_model(
             if recipe.order is not None:
                 order = recipe.order(epoch)
             else:
-                order = _epoch_order(len(items), seed, epoch)
+                order = epoch_order(len(items), seed, epoch)
             order = padded_shard(order, rank, world)
             steps = [order[i : i + per_step] for i in range(0, len(order), per_step)]
             for step_idx in range(state["step_in_epoch"], len(steps)):
