@@ -60,40 +60,18 @@ def build_workload(cfg: Config, folder, labels: list[str]) -> Workload:
 
 
 def _classification(cfg: Config, train, val, labels) -> Workload:
-    from verticalize.models.load import load_sequence_classifier
-    from verticalize.tasks.classification import EncodedRecords, classification_recipe
+    from verticalize.train.classification import classification_setup
 
-    model, tok = load_sequence_classifier(cfg.model.base, labels)
-    label2id = {lab: i for i, lab in enumerate(labels)}
-    n = cfg.model.max_length
-    recipe = classification_recipe(
-        EncodedRecords(train, tok, label2id, n),
-        EncodedRecords(val, tok, label2id, n),
-        [r["label"] for r in val],
-        labels,
-        tok.pad_token_id,
-        cfg.train.label_smoothing,
-        cfg.train.eval_batch_size,
-    )
+    model, _, _, recipe = classification_setup(cfg, train, val, labels)
     passes = [Pass("train", recipe, cfg.train.epochs, len(val))]
     methods = ["full", "freeze", "lora"]  # prompt tuning: generation only (config.py)
     return Workload(model, lambda m, mc: adapt(m, mc), passes, len(train), methods)
 
 
 def _ner(cfg: Config, train, val, types) -> Workload:
-    from verticalize.tasks.ner import encode, ner_recipe, new_tagger
+    from verticalize.train.ner import ner_setup
 
-    model, tok, tags = new_tagger(cfg.model.base, types, cfg.ner)
-    scheme, n = cfg.ner.scheme, cfg.model.max_length
-    recipe = ner_recipe(
-        encode(train, tok, tags, scheme, n),
-        encode(val, tok, tags, scheme, n),
-        val,
-        tags,
-        scheme,
-        tok.pad_token_id,
-        cfg.train.eval_batch_size,
-    )
+    model, _, _, _, recipe = ner_setup(cfg, train, val, types)
 
     def adapter(m, mc):
         m.backbone = adapt(m.backbone, mc, "TOKEN_CLS", cfg.model.base)

@@ -17,19 +17,10 @@ from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
 
 
-def train_classification(
-    cfg: Config, folder: RunFolder, out_dir: Path, labels: list[str], tracker=None, check=None
-) -> dict:
-    """Train, save model/ (rank 0), and return the train manifest's fields."""
-    train_records = read_split(cfg, folder.root, "train")
-    val_records = read_split(cfg, folder.root, "validation") or train_records
+def classification_setup(cfg: Config, train_records, val_records, labels: list[str]):
+    """(model with a fresh head, not adapted; tokenizer; training items; recipe), as training
+    builds them; the planner builds the same."""
     model, tokenizer = load_sequence_classifier(cfg.model.base, labels)
-    model = adapt(model, cfg.model)
-    total, trainable = count_parameters(model)
-    console.print(
-        f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
-        f"trainable, {len(train_records)} training records"
-    )
     label2id = {lab: i for i, lab in enumerate(labels)}
     train_set = EncodedRecords(train_records, tokenizer, label2id, cfg.model.max_length)
     val_set = EncodedRecords(val_records, tokenizer, label2id, cfg.model.max_length)
@@ -41,6 +32,24 @@ def train_classification(
         tokenizer.pad_token_id,
         cfg.train.label_smoothing,
         cfg.train.eval_batch_size,
+    )
+    return model, tokenizer, train_set, recipe
+
+
+def train_classification(
+    cfg: Config, folder: RunFolder, out_dir: Path, labels: list[str], tracker=None, check=None
+) -> dict:
+    """Train, save model/ (rank 0), and return the train manifest's fields."""
+    train_records = read_split(cfg, folder.root, "train")
+    val_records = read_split(cfg, folder.root, "validation") or train_records
+    model, tokenizer, train_set, recipe = classification_setup(
+        cfg, train_records, val_records, labels
+    )
+    model = adapt(model, cfg.model)
+    total, trainable = count_parameters(model)
+    console.print(
+        f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
+        f"trainable, {len(train_records)} training records"
     )
     outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
     if outcome.resumed_from:
