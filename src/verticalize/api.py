@@ -58,12 +58,12 @@ def train(config, run_dir=None, overrides=None, force: bool = False, nproc: int 
         return _stage(stage, config, run_dir, overrides, force)
     from verticalize.train.launch import launch_train
 
-    cfg = load(config, overrides)
     if isinstance(config, Config):
         raise ConfigError(
             "train with nproc > 1: pass the path of verticalize.yaml (each process loads it). "
             "Fix: api.train('verticalize.yaml', nproc=N, overrides=[...])."
         )
+    cfg = load(config, overrides)
     folder = RunFolder(cfg, run_dir)
     folder.require("data", "train")
     launch_train(Path(config), folder.root, overrides or [], force, nproc)

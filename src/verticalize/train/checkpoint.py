@@ -74,18 +74,18 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, world: int = 1) -> dict:
-    written_by = json.loads((path / STATE_FILE).read_text(encoding="utf-8")).get("world_size", 1)
-    if written_by != world:  # the data order and step count depend on the process count
-        raise TrainingError(
-            f"{path}: written by a run with {written_by} process(es), resumed with {world}. "
-            f"Fix: resume with --nproc {written_by}, or delete the train/ folder to start over."
-        )
     try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        written_by = state.get("world_size", 1)
+        if written_by != world:  # the data order and step count depend on the process count
+            raise TrainingError(
+                f"{path}: written by a run with {written_by} process(es), resumed with {world}. "
+                f"Fix: resume with --nproc {written_by}, or delete the train/ folder to start over."
+            )
         load_trainable(model, load_file(str(path / "weights.safetensors")), path)
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         rng = torch.load(path / "rng.pt", weights_only=False)
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, RuntimeError, ValueError, KeyError) as e:
         raise TrainingError(
             f"{path}: cannot resume from this checkpoint ({e}). Fix: delete it to resume from "

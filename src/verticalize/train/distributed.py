@@ -38,8 +38,8 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") in ("", "0")
 
 
-def check_strategy(t: TrainConfig) -> str:
-    """The strategy this run uses: DDP. Sharded strategies are refused before any work: our
+def check_strategy(t: TrainConfig) -> None:
+    """Only DDP runs. Sharded strategies are refused before any work: our
     checkpoints, best weights and model/ read the whole model from rank 0, which FSDP and
     DeepSpeed ZeRO do not hold (gathering the shards is not implemented yet)."""
     wanted = t.distributed.strategy
@@ -50,7 +50,6 @@ def check_strategy(t: TrainConfig) -> str:
             "strategy: ddp (each process holds the whole model; with model.method: lora a "
             "1B-parameter model fits one 80 GB GPU), or gradient_checkpointing: true."
         )
-    return wanted
 
 
 def process_state(t: TrainConfig) -> PartialState:
@@ -62,25 +61,21 @@ def process_state(t: TrainConfig) -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available(), timeout=timeout)
 
 
-def make_accelerator(t: TrainConfig) -> tuple[Accelerator, str]:
-    """An Accelerator for this launch and the strategy it really uses."""
+def make_accelerator(t: TrainConfig) -> Accelerator:
+    """An Accelerator for this launch (DDP when there are several processes)."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    strategy = check_strategy(t)
-    process_state(t)
-    handlers = [
-        InitProcessGroupKwargs(timeout=timedelta(seconds=t.distributed.timeout_s)),
-        # every trainable parameter takes part in each step (NER freezes BERT's unused pooler)
-        DistributedDataParallelKwargs(find_unused_parameters=False),
-    ]
-    accelerator = Accelerator(
+    check_strategy(t)
+    process_state(t)  # joins the group with train.distributed.timeout_s
+    # every trainable parameter takes part in each step (NER freezes BERT's unused pooler)
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
+    return Accelerator(
         mixed_precision=t.mixed_precision,
         cpu=not torch.cuda.is_available(),
-        kwargs_handlers=handlers,
+        kwargs_handlers=[ddp],
     )
-    return accelerator, strategy
 
 
 def padded_shard(order: list[int], rank: int, world: int) -> list[int]:

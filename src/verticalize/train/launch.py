@@ -65,4 +65,4 @@ def launch_train(
 class LaunchFailed(TrainingError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
-        self.exit_code = exit_code if exit_code and exit_code > 0 else 1
+        self.exit_code = exit_code

@@ -124,7 +124,7 @@ def train_model(
     items)` may refuse to start (the T9 memory guard)."""
     if memory_check is not None:
         memory_check(model, recipe.items)
-    accelerator, strategy = make_accelerator(t)
+    accelerator = make_accelerator(t)
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     per_step = t.batch_size * t.grad_accum_steps  # per process; the global step is world ×
@@ -159,11 +159,11 @@ def train_model(
         )
     log = MetricsLog(
         out_dir,
-        t.tensorboard and main,
+        t.tensorboard,
         state["step"] if resumed_from else None,
-        tracker if main else None,
+        tracker,
         recipe.label,
-        write=main,  # only rank 0 writes logs, checkpoints and weights
+        write=main,  # only rank 0 writes logs (and tracks), checkpoints and weights
     )
     process = psutil.Process()
     started = time.perf_counter()
@@ -299,5 +299,5 @@ def train_model(
         resumed_from=resumed_from,
         train_seconds=time.perf_counter() - started,
         world_size=world,
-        strategy=strategy,
+        strategy=t.distributed.strategy,
     )
