@@ -28,11 +28,12 @@ from importlib.util import find_spec
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from verticalize import api
+from verticalize.plan.memory import peak_rss_bytes
 t = time.perf_counter()
 m = api.data(sys.argv[1], sys.argv[2]).manifest
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"peak_rss_mb": peak_rss_bytes() / 2**20,
                   "records": m["out"], "seconds": round(time.perf_counter() - t, 1)}))
 """
 

@@ -18,7 +18,6 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from verticalize.data.readers import read_rows  # noqa: E402
 from verticalize.data.sources import resolve  # noqa: E402
 from verticalize.models.adapt import lora  # noqa: E402
 from verticalize.models.load import load_causal_lm, load_tokenizer, resolve_base  # noqa: E402
+from verticalize.plan.memory import peak_rss_bytes  # noqa: E402
 from verticalize.tasks.generation import (  # noqa: E402
     IGNORE,
     Encoded,
@@ -244,19 +244,8 @@ def rss_child(method: str, steps: int, block_size: int) -> None:
             json.loads(x).get("rss_mb", 0)
             for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()
         ]
-    peak = peak_rss_mb()
+    peak = peak_rss_bytes() / 2**20
     print(json.dumps({"method": method, "peak_rss_mb": peak, "max_step_rss_mb": max(step_rss)}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
-    exec, so a child would report the parent's RSS at fork time when that is larger."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def peak_rss(method: str, steps: int, block_size: int) -> dict:

@@ -3,6 +3,8 @@ activation count against autograd's saved tensors, the guard's modes, `plan --js
 the estimate against the peak RSS of a real training run."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +16,12 @@ from verticalize.models.adapt import adapt, count_parameters
 from verticalize.models.load import load_sequence_classifier
 from verticalize.plan.architecture import activation_elements_per_token
 from verticalize.plan.flops import flops_per_token
-from verticalize.plan.memory import MemoryEstimate, guard_memory, training_memory
+from verticalize.plan.memory import (
+    MemoryEstimate,
+    guard_memory,
+    peak_rss_bytes,
+    training_memory,
+)
 from verticalize.plan.recommend import choose_batch, choose_lr, choose_method
 
 PROJECT = """
@@ -154,6 +161,21 @@ def test_plan_json_has_the_contract_keys_and_counts(tmp_path):
     assert rec["method"] == "lora" and rec["precision"] == "fp32"  # few examples, CPU
     assert rec["batch_size"] * rec["grad_accum_steps"] >= 32 and rec["reasons"]
     assert json.loads((run_dir / "plan" / "plan.json").read_text())["params"] == plan["params"]
+
+
+def test_peak_rss_is_the_processs_own_not_its_parents():
+    """ru_maxrss survives exec: a train run started from a large pytest process reported
+    pytest's peak (2.69 GB against its own 1.89 GB in CI). VmHWM is the process's own."""
+    ballast = torch.ones(300_000_000, dtype=torch.float32)  # 1.2 GB, touched
+    parent = peak_rss_bytes()
+    del ballast
+    code = "from verticalize.plan.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    assert parent > 1.2e9 and 10e6 < child < parent - 1.0e9, (parent, child)
 
 
 @pytest.mark.slow

@@ -4,13 +4,13 @@ loss and backward, AdamW with the loop's settings, timed after one warm-up step.
 from __future__ import annotations
 
 import math
-import resource
 import time
 from dataclasses import dataclass
 
 import torch
 
 from verticalize.config import TrainConfig
+from verticalize.plan.memory import peak_rss_bytes
 from verticalize.train.loop import enable_activation_checkpointing, epoch_order
 
 
@@ -74,5 +74,5 @@ def calibrate(model, recipe, t: TrainConfig, seed: int, steps: int = 3) -> Calib
         steps=len(groups) - 1,
         seconds_per_step=timed / n,
         seconds_per_token=timed / max(tokens, 1),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss_bytes(),
     )

@@ -20,13 +20,14 @@ A frozen block saves less than `3·h + i`, but the allocator keeps its temporari
 working set counts it as trained. Tensors of a few MB are served from glibc's heap, which
 keeps freed memory; tensors above its mmap threshold (32 MB: LM logits, evaluation attention
 maps) are returned at once, so they count only while they live. ALLOCATOR_FACTOR and
-FIRST_STEP_BYTES are fitted to peak RSS (ru_maxrss) of real train-stage runs on a 2-core CPU
+FIRST_STEP_BYTES are fitted to peak RSS (VmHWM) of real train-stage runs on a 2-core CPU
 machine (MiniLM full/LoRA at 64/128 tokens, the NER tagger, SmolLM2 LoRA); each was within
 ±13% (see the plan section of the README and tests/test_plan.py).
 """
 
 from __future__ import annotations
 
+import resource
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,6 +108,17 @@ def resident_bytes(model: nn.Module | None = None) -> int:
     interpreter, torch, transformers, the tokenizer and the data already in memory."""
     rss = psutil.Process().memory_info().rss
     return max(rss - (parameter_bytes(model)[0] if model is not None else 0), 0)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM, not ru_maxrss: ru_maxrss survives
+    exec, so a process started by a larger one (pytest, a notebook) reports its parent's peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 _FIRST_RUNTIME: list[int] = []  # this process's first measurement

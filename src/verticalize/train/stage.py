@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import resource
 import shutil
 
 from accelerate.utils import set_seed
 
 from verticalize.config import TRAIN_RUNTIME_FIELDS, Config
+from verticalize.plan.memory import peak_rss_bytes
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
 from verticalize.train.distributed import (
     check_strategy,
@@ -90,12 +90,11 @@ def _train(cfg, folder, out_dir, data_manifest, fp, tracker) -> StageResult:
         fields = train_classification(cfg, folder, out_dir, data_manifest["labels"], tracker, check)
     if not is_main_process():  # rank 0 writes the model and the manifest
         return StageResult("train", skipped=False, manifest={})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     manifest = folder.write_manifest(
         "train",
         {
             **fields,
-            "peak_rss_bytes": peak,
+            "peak_rss_bytes": peak_rss_bytes(),
             "model_dir": str(folder.model_dir),
             "fingerprint": fp,
             "complete": True,
