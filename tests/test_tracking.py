@@ -284,6 +284,32 @@ def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path, migrated_db):
         api.runs(uri=uri_of(store), experiment="no-such-experiment")
 
 
+def test_a_new_store_is_a_copy_of_a_migrated_template(tmp_path, monkeypatch):
+    """The first store migrates a template into the cache; later stores copy it (no
+    migration), work for tracking and the registry, and keep their artifacts beside them."""
+    monkeypatch.setenv("VERTICALIZE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    open_client(uri_of(tmp_path / "a" / "mlflow.db"), create=True).search_experiments()
+    (template,) = (tmp_path / "cache" / "mlflow").iterdir()
+    pristine = template.read_bytes()
+    db = tmp_path / "b" / "mlflow.db"
+    client = open_client(uri_of(db), create=True)
+    assert db.is_file()  # copied before MLflow saw it
+    run = client.create_run(client.create_experiment("x", artifact_location=None)).info.run_id
+    client.log_metric(run, "loss", 0.5, step=1)
+    client.create_registered_model("m")
+    assert [m.value for m in client.get_metric_history(run, "loss")] == [0.5]
+    default = client.get_experiment("0").artifact_location
+    assert default == (tmp_path / "b" / "mlartifacts" / "0").as_uri()
+    assert template.read_bytes() == pristine
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]
+    assert not (tmp_path / "mlruns").exists()
+    template.write_bytes(b"not a database")  # a damaged template: MLflow migrates, as before
+    client = open_client(uri_of(tmp_path / "c" / "mlflow.db"), create=True)
+    assert [e.name for e in client.search_experiments()] == ["Default"]
+    assert not template.exists()
+
+
 def test_a_failing_store_warns_once_and_training_goes_on(tmp_path, capsys):
     config, runs = make_project(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")

@@ -10,6 +10,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from verticalize.config import Config
 from verticalize.console import console
 from verticalize.errors import RegistryError
+from verticalize.models.gguf import cache_dir
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -74,10 +77,48 @@ def open_client(uri: str, create: bool) -> MlflowClient | None:
             return None
         db.parent.mkdir(parents=True, exist_ok=True)
         console.print(f"mlflow: creating the database {db} (first time only)", soft_wrap=True)
+        _copy_empty_store(db, uri)
     from mlflow import MlflowClient
 
     _quiet_mlflow()  # after the import: importing mlflow sets its loggers to INFO
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _copy_empty_store(db: Path, uri: str) -> None:
+    """Create `db` as a copy of an empty, migrated store. MLflow migrates a new sqlite schema
+    step by step (3-10 s); the first creation keeps a pristine copy per MLflow version in the
+    verticalize cache, later ones copy it (~0.05 s). Any failure leaves `db` absent, and
+    MLflow then creates it itself."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        template = cache_dir() / "mlflow" / f"empty-{mlflow.__version__}.db"
+        if not template.is_file():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            fresh = template.with_name(f"{template.name}.{os.getpid()}.tmp")
+            _quiet_mlflow()
+            try:
+                MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()
+                os.replace(fresh, template)  # whole files only: concurrent creators are fine
+            finally:
+                fresh.unlink(missing_ok=True)
+        part = db.with_name(f"{db.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(template, part)
+            with contextlib.closing(sqlite3.connect(part)) as con, con:  # the default
+                con.execute(  # experiment's artifacts go beside this database, like the others'
+                    "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    (f"{artifact_root(uri)}/0",),
+                )
+            os.link(part, db)  # atomic, and never over a store another process just made
+        finally:
+            part.unlink(missing_ok=True)
+    except sqlite3.Error:  # a damaged template: MLflow makes this store, the next a new copy
+        template.unlink(missing_ok=True)
+    except (OSError, MlflowException):
+        return
 
 
 def require_client(uri: str) -> MlflowClient:
