@@ -1,6 +1,7 @@
-"""Scale-out (T7): the same YAML in 2 processes (DDP over gloo on CPU) follows the 1-process
-loss curve at the same global batch; rank 0 alone writes; a killed 2-process run resumes
-under plain torchrun; a failing process gives one clean error."""
+"""Scale-out (T7): the same YAML in 2 processes (DDP, and FSDP's sharded weights, over gloo on
+CPU) follows the 1-process loss curve at the same global batch; rank 0 alone writes; a
+killed 2-process run resumes under plain torchrun, an FSDP run from its checkpoint; a
+failing process gives one clean error."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import psutil
 import pytest
 import torch
 from conftest import ROOT, VERTICALIZE, run_cli, write
+from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from verticalize import api
@@ -193,15 +195,71 @@ def test_shards_pad_so_every_rank_runs_the_same_steps():
     assert distributed.padded_shard(order, 0, 1) == order
 
 
-def test_sharded_strategies_are_refused_before_any_work(project):
+def test_deepspeed_is_refused_before_any_work(project):
     cfg, _ = project
-    run = _run_dir(project, "fsdp")
+    run = _run_dir(project, "deepspeed")
     r = run_cli(
-        "train", str(cfg), "--run-dir", str(run), "--set", "train.distributed.strategy=fsdp"
+        "train", str(cfg), "--run-dir", str(run), "--set", "train.distributed.strategy=deepspeed"
     )
     assert r.returncode == TrainingError.exit_code
-    assert "fsdp (sharded weights) is not supported yet" in r.stderr and "strategy: ddp" in r.stderr
+    assert "deepspeed is not supported" in r.stderr and "strategy: fsdp" in r.stderr
     assert not (run / "train").exists() and "Traceback" not in r.stderr
+
+
+FSDP = ["train.batch_size=4", "train.distributed.strategy=fsdp"]
+
+
+@pytest.fixture(scope="module")
+def fsdp(project):
+    cfg, _ = project
+    run = _run_dir(project, "fsdp")
+    api.train(cfg, run, FSDP, nproc=2)
+    return run
+
+
+def test_fsdp_follows_the_single_process_loss_curve_and_saves_whole_weights(single_and_ddp, fsdp):
+    one, two = single_and_ddp
+    assert [r["loss"] for r in _rows(fsdp)] == pytest.approx(
+        [r["loss"] for r in _rows(one)], rel=2e-4, abs=2e-5
+    )
+    m = json.loads((fsdp / "train" / "manifest.json").read_text())
+    assert (m["processes"], m["strategy"]) == (2, "fsdp")
+    # model/, the best weights and checkpoints hold whole tensors gathered from the shards
+    sharded, whole = (load_file(str(r / "model" / "model.safetensors")) for r in (fsdp, two))
+    assert sharded.keys() == whole.keys()
+    for name, tensor in whole.items():
+        assert sharded[name].shape == tensor.shape
+        assert torch.allclose(sharded[name], tensor, atol=1e-5), name
+    last = sorted((fsdp / "train" / "checkpoints").iterdir())[-1]
+    weights = load_file(str(last / "weights.safetensors"))
+    assert weights["classifier.weight"].shape == whole["classifier.weight"].shape
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert (state["world_size"], state["strategy"]) == (2, "fsdp")
+
+
+def test_fsdp_resumes_from_its_checkpoint_and_refuses_another_strategy(project, fsdp):
+    """A run stopped after its first checkpoint (later ones removed) resumes and ends on the
+    uninterrupted curve; resuming it as DDP is refused (the optimizer states differ)."""
+    import shutil
+
+    cfg, _ = project
+    stopped = _run_dir(project, "fsdp-stopped")
+    shutil.copytree(fsdp / "train", stopped / "train")  # as a kill after step 2 leaves it
+    for later in sorted((stopped / "train" / "checkpoints").iterdir())[1:]:
+        shutil.rmtree(later)
+    (stopped / "train" / "manifest.json").unlink()
+    ddp = run_cli(
+        "train", str(cfg), "--run-dir", str(stopped), "--nproc", "2",
+        "--set", "train.batch_size=4",
+    )  # fmt: skip
+    assert ddp.returncode == TrainingError.exit_code
+    assert "written with train.distributed.strategy fsdp, resumed with ddp" in ddp.stderr
+    assert "Traceback" not in ddp.stderr
+    api.train(cfg, stopped, FSDP, nproc=2)
+    m = json.loads((stopped / "train" / "manifest.json").read_text())
+    assert m["resumed_from"].endswith("step-0000002")
+    resumed = [r["loss"] for r in _rows(stopped)]
+    assert resumed == pytest.approx([r["loss"] for r in _rows(fsdp)], rel=2e-4, abs=2e-5)
 
 
 def _torchrun_args(words):

@@ -8,7 +8,12 @@ import torch
 from verticalize.config import Target, TrainConfig
 from verticalize.evaluate.metrics import classification_metrics, metric_value
 from verticalize.evaluate.stage import check_targets, verdict
-from verticalize.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from verticalize.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_state,
+)
 from verticalize.train.schedules import build_scheduler
 from verticalize.train.trackers import MetricsLog
 
@@ -51,7 +56,9 @@ def test_checkpoint_roundtrip_restores_weights_optimizer_rng_and_prunes(tmp_path
     opt.step()
     sched.step()
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, model, opt, sched, {"step": step}, keep=2)
+        save_checkpoint(
+            tmp_path, step, trainable_state(model), opt.state_dict(), sched, {"step": step}, 2
+        )
     (tmp_path / ".tmp-step-0000009").mkdir()  # a write killed half-way is never resumed
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-0000002", "step-0000003"]
     expected_w = model.weight.detach().clone()

@@ -445,9 +445,10 @@ class DistributedConfig(Section):
 
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp",
-        description="ddp: every process holds the whole model (CPU gloo or GPU NCCL). fsdp and "
-        "deepspeed (sharded weights) are refused in this version: checkpoints and model/ would "
-        "need the shards gathered, which is not implemented yet.",
+        description="ddp: every process holds the whole model. fsdp: parameters, gradients "
+        "and AdamW states are sharded across the processes (PyTorch FSDP2, like ZeRO-3), one "
+        "transformer block gathered at a time; checkpoints and model/ hold the full weights. "
+        "Both run over gloo (CPU) or NCCL (GPU). deepspeed is refused: use fsdp.",
     )
     timeout_s: int = Field(1800, ge=10, description="Collective-operation timeout.")
 

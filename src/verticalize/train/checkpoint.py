@@ -35,22 +35,30 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: Pa
     model.load_state_dict(tensors, strict=False)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
+def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(trainable_state(model), str(tmp))
+    save_file(tensors, str(tmp))
     os.replace(tmp, path)
 
 
 def save_checkpoint(
-    root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int
+    root: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict,
+    scheduler,
+    state: dict,
+    keep: int,
 ) -> Path:
+    """Write step-N/ atomically: the trainable `weights`, `optimizer_state`, the schedule,
+    RNG states and the loop `state`; keep the last `keep`."""
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "weights.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    save_file(weights, str(tmp / "weights.safetensors"))
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     rng = {
         "python": random.getstate(),
@@ -73,7 +81,11 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, world: int = 1) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, placement=None) -> dict:
+    """Restore a checkpoint into the model, optimizer and schedule through `placement`
+    (train.sharding: how the model is held; default: whole, in this process) and return the
+    loop state. Refused when written by another process count or strategy."""
+    world, strategy = (1, "ddp") if placement is None else placement.layout
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         written_by = state.get("world_size", 1)
@@ -82,8 +94,19 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, world: int = 1) -> 
                 f"{path}: written by a run with {written_by} process(es), resumed with {world}. "
                 f"Fix: resume with --nproc {written_by}, or delete the train/ folder to start over."
             )
-        load_trainable(model, load_file(str(path / "weights.safetensors")), path)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        if (was := state.get("strategy", "ddp")) != strategy:  # optimizer states differ
+            raise TrainingError(
+                f"{path}: written with train.distributed.strategy {was}, resumed with {strategy}. "
+                f"Fix: set strategy: {was} to resume, or delete the train/ folder to start over."
+            )
+        weights = load_file(str(path / "weights.safetensors"))
+        optimizer_state = torch.load(path / "optimizer.pt", weights_only=False)
+        if placement is None:
+            load_trainable(model, weights, path)
+            optimizer.load_state_dict(optimizer_state)
+        else:
+            placement.load_weights(model, weights, path)
+            placement.load_optimizer(model, optimizer, optimizer_state)
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         rng = torch.load(path / "rng.pt", weights_only=False)
     except (OSError, RuntimeError, ValueError, KeyError) as e:

@@ -52,6 +52,7 @@ def train_classification(
         f"trainable, {len(train_records)} training records"
     )
     outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
+    model = outcome.model  # a plain model again after FSDP
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
     if is_main_process():

@@ -3,7 +3,8 @@
 Processes come from a launcher (`verticalize train --nproc N` = torchrun's engine,
 `torchrun`, `accelerate launch`, Slurm's srun, a Kubernetes PyTorchJob), which sets RANK /
 WORLD_SIZE / MASTER_ADDR. `train.distributed.strategy` picks how they share the model:
-DDP over gloo (CPU) or NCCL (GPU); sharded strategies (FSDP, DeepSpeed ZeRO) are refused.
+DDP (every process holds it) or FSDP (sharded, see train.sharding), over gloo (CPU) or NCCL
+(GPU); DeepSpeed is refused.
 `batch_size` is per process, so N processes train on N × batch_size examples a step.
 """
 
@@ -39,16 +40,13 @@ def is_main_process() -> bool:
 
 
 def check_strategy(t: TrainConfig) -> None:
-    """Only DDP runs. Sharded strategies are refused before any work: our
-    checkpoints, best weights and model/ read the whole model from rank 0, which FSDP and
-    DeepSpeed ZeRO do not hold (gathering the shards is not implemented yet)."""
-    wanted = t.distributed.strategy
-    if wanted != "ddp":
+    """DeepSpeed is refused before any work: FSDP is its ZeRO-3 built into PyTorch."""
+    if t.distributed.strategy == "deepspeed":
         raise TrainingError(
-            f"train.distributed.strategy: {wanted} (sharded weights) is not supported yet: "
-            "checkpoints and the saved model would hold only rank 0's shard. Fix: use "
-            "strategy: ddp (each process holds the whole model; with model.method: lora a "
-            "1B-parameter model fits one 80 GB GPU), or gradient_checkpointing: true."
+            "train.distributed.strategy: deepspeed is not supported (it needs CUDA kernels and "
+            "its own checkpoint format). Fix: strategy: fsdp shards parameters, gradients and "
+            "optimizer states like ZeRO-3 with PyTorch's FSDP2, on GPU (NCCL) or CPU (gloo); "
+            "or ddp when the model fits one device."
         )
 
 
@@ -62,7 +60,8 @@ def process_state(t: TrainConfig) -> PartialState:
 
 
 def make_accelerator(t: TrainConfig) -> Accelerator:
-    """An Accelerator for this launch (DDP when there are several processes)."""
+    """An Accelerator for this launch (it wraps the model in DDP when there are several
+    processes and the strategy is ddp; train.sharding shards it itself for fsdp)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs

@@ -129,6 +129,7 @@ def train_generation(cfg: Config, folder, out_dir: Path, tracker=None, check=Non
         order = None if packing else bucketed(rows, cfg)
         recipe = generation_recipe(rows, val_rows, tokenizer.pad_token_id, kind, order)
         outcome: TrainOutcome = train_model(t, cfg.seed, model, recipe, out_dir / kind, tracker)
+        model = outcome.model  # the next stage goes on from it (plain again after FSDP)
         if outcome.resumed_from:
             console.print(f"train: {kind} resumed from {outcome.resumed_from}")
         tokens = sum(len(s.input_ids) for s in seqs)
@@ -139,7 +140,7 @@ def train_generation(cfg: Config, folder, out_dir: Path, tracker=None, check=Non
             "tokens": tokens,
             "padding_free_share": round(tokens / max(sum(len(r["input_ids"]) for r in rows), 1), 4),
             "truncated": sum(s.truncated for s in seqs),
-            **outcome.__dict__,
+            **outcome.record(),
         }
     if is_main_process():  # rank 0 writes the model
         shutil.rmtree(folder.model_dir, ignore_errors=True)

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import psutil
@@ -26,12 +26,12 @@ from verticalize.evaluate.metrics import lower_is_better, metric_value
 from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
-    load_trainable,
     save_checkpoint,
     save_weights,
 )
 from verticalize.train.distributed import make_accelerator, padded_shard
 from verticalize.train.schedules import build_scheduler
+from verticalize.train.sharding import placement_for
 from verticalize.train.trackers import MetricsLog
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -61,6 +61,11 @@ class TrainOutcome:
     train_seconds: float
     world_size: int = 1
     strategy: str = "ddp"
+    model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict:
+        """Every field but the model."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
 
     def manifest_fields(self, metric: str) -> dict:
         """What the train manifest records of a finished run."""
@@ -119,13 +124,15 @@ def train_model(
     tracker=None,
     memory_check: Callable | None = None,
 ) -> TrainOutcome:
-    """Train `model` in place; on return it holds the best weights seen on validation.
+    """Train `model`; the outcome's `model` holds the best weights seen on validation (the
+    same object, except under FSDP, which gives back a plain model rebuilt from the shards).
     `tracker` (MLflow, main process only) receives every logged row; `memory_check(model,
     items)` may refuse to start (the T9 memory guard)."""
     if memory_check is not None:
         memory_check(model, recipe.items)
     accelerator = make_accelerator(t)
     rank, world = accelerator.process_index, accelerator.num_processes
+    placement = placement_for(t, accelerator)  # whole model per process, or sharded (fsdp)
     main = accelerator.is_main_process
     per_step = t.batch_size * t.grad_accum_steps  # per process; the global step is world ×
     items = recipe.items
@@ -137,9 +144,10 @@ def train_model(
 
     if t.gradient_checkpointing:
         enable_activation_checkpointing(model)
+    model = placement.shard(model)  # before the optimizer: sharding replaces the parameters
     optimizer = _optimizer(model, t)
     scheduler = build_scheduler(optimizer, t, total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = placement.prepare(model, optimizer)
     ckpt_root = out_dir / "checkpoints"
 
     state = {
@@ -154,9 +162,7 @@ def train_model(
     resumed_from = None
     if checkpoints := list_checkpoints(ckpt_root):
         resumed_from = str(checkpoints[-1])
-        state = load_checkpoint(
-            checkpoints[-1], accelerator.unwrap_model(model), optimizer, scheduler, world
-        )
+        state = load_checkpoint(checkpoints[-1], model, optimizer, scheduler, placement)
     log = MetricsLog(
         out_dir,
         t.tensorboard,
@@ -169,7 +175,7 @@ def train_model(
     started = time.perf_counter()
 
     def evaluate_and_checkpoint(epoch: int) -> None:
-        m = recipe.evaluate(accelerator.unwrap_model(model))
+        m = recipe.evaluate(placement.unwrap(model))
         value = metric_value(m, metric)
         if world > 1:  # every rank takes rank 0's early-stopping decision
             value = broadcast_object_list([value])[0]
@@ -178,10 +184,9 @@ def train_model(
         log.log(row)
         if _improved(value, state["best"], metric):
             state.update(best=value, best_step=state["step"], bad_evals=0)
+            weights = placement.weights(model)  # every rank: sharded weights are gathered
             if main:
-                save_weights(
-                    accelerator.unwrap_model(model), out_dir / "best" / "weights.safetensors"
-                )
+                save_weights(weights, out_dir / "best" / "weights.safetensors")
         else:
             state["bad_evals"] += 1
             state["stopped_early"] = state["bad_evals"] >= t.early_stopping.patience
@@ -226,7 +231,7 @@ def train_model(
                     }
                     sync = j == len(micro) - 1
                     with (
-                        nullcontext() if sync else accelerator.no_sync(model),
+                        nullcontext() if sync else placement.no_sync(model),
                         accelerator.autocast(),
                     ):
                         loss, weight = recipe.loss(model, batch)
@@ -269,26 +274,30 @@ def train_model(
                     evaluate_and_checkpoint(epoch)
                 if last_of_epoch:
                     state.update(epoch=epoch + 1, step_in_epoch=0)
-                if (state["step"] % ckpt_every == 0 or last_of_epoch) and main:
-                    save_checkpoint(
-                        ckpt_root,
-                        state["step"],
-                        accelerator.unwrap_model(model),
-                        optimizer,
-                        scheduler,
-                        {**state, "world_size": world},
-                        t.keep_checkpoints,
-                    )
+                if state["step"] % ckpt_every == 0 or last_of_epoch:
+                    weights = placement.weights(model)  # every rank (gathers when sharded)
+                    optimizer_state = placement.optimizer_state(model, optimizer)
+                    if main:
+                        save_checkpoint(
+                            ckpt_root,
+                            state["step"],
+                            weights,
+                            optimizer_state,
+                            scheduler,
+                            {**state, "world_size": world, "strategy": placement.name},
+                            t.keep_checkpoints,
+                        )
+                    del weights, optimizer_state
                 if state["stopped_early"]:
                     break
     log.close()
     accelerator.wait_for_everyone()  # rank 0 has written the best weights
     best = out_dir / "best" / "weights.safetensors"
-    unwrapped = accelerator.unwrap_model(model)
     if best.is_file():
         from safetensors.torch import load_file
 
-        load_trainable(unwrapped, load_file(str(best)), best)
+        placement.load_weights(model, load_file(str(best)), best)
+    trained = placement.plain(model)
     accelerator.free_memory()
     return TrainOutcome(
         steps=state["step"],
@@ -299,5 +308,6 @@ def train_model(
         resumed_from=resumed_from,
         train_seconds=time.perf_counter() - started,
         world_size=world,
-        strategy=t.distributed.strategy,
+        strategy=placement.name,
+        model=trained,
     )

@@ -49,6 +49,7 @@ def train_ner(
         f"sentences, {len(types)} entity types"
     )
     outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
+    model = outcome.model  # a plain model again after FSDP
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
     if is_main_process():  # rank 0 writes the model

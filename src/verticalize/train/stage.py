@@ -15,6 +15,7 @@ from verticalize.train.distributed import (
     is_main_process,
     local_world_size,
     process_state,
+    world_size,
 )
 from verticalize.train.tracking import open_tracker
 
@@ -116,6 +117,12 @@ def memory_check(cfg: Config):
 
         seq_len = max((len(x["input_ids"]) for x in items), default=1)
         estimate = training_memory(model, cfg.train, seq_len, cfg.task)
+        if cfg.train.distributed.strategy == "fsdp" and (w := world_size()) > 1:
+            # gradients and AdamW states are sharded; each process still loads the whole
+            # model before sharding it, so its weights count in full
+            estimate = replace(
+                estimate, gradients=estimate.gradients // w, optimizer=estimate.optimizer // w
+            )
         if (n := local_world_size()) > 1:
             estimate = replace(
                 estimate, **{f.name: getattr(estimate, f.name) * n for f in fields(estimate)}
