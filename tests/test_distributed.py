@@ -224,15 +224,22 @@ def test_fsdp_follows_the_single_process_loss_curve_and_saves_whole_weights(sing
     )
     m = json.loads((fsdp / "train" / "manifest.json").read_text())
     assert (m["processes"], m["strategy"]) == (2, "fsdp")
-    # model/, the best weights and checkpoints hold whole tensors gathered from the shards
+    # each process holds half the weights, gradients and AdamW states that DDP's hold
+    ddp = json.loads((two / "train" / "manifest.json").read_text())["state_bytes_per_process"]
+    assert 0.49 < m["state_bytes_per_process"] / ddp < 0.52, (m["state_bytes_per_process"], ddp)
+    # model/ and the best weights hold whole tensors gathered from the shards
     sharded, whole = (load_file(str(r / "model" / "model.safetensors")) for r in (fsdp, two))
     assert sharded.keys() == whole.keys()
     for name, tensor in whole.items():
         assert sharded[name].shape == tensor.shape
         assert torch.allclose(sharded[name], tensor, atol=1e-5), name
+    best = load_file(str(fsdp / "train" / "best" / "weights.safetensors"))
+    assert best["classifier.weight"].shape == whole["classifier.weight"].shape
+    # a checkpoint keeps each rank's shards, written by that rank
     last = sorted((fsdp / "train" / "checkpoints").iterdir())[-1]
-    weights = load_file(str(last / "weights.safetensors"))
-    assert weights["classifier.weight"].shape == whole["classifier.weight"].shape
+    files = sorted(p.name for p in (last / "shards").iterdir())
+    assert files == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert not (last / "weights.safetensors").exists()
     state = json.loads((last / "trainer_state.json").read_text())
     assert (state["world_size"], state["strategy"]) == (2, "fsdp")
 

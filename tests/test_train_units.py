@@ -12,9 +12,9 @@ from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
-    trainable_state,
 )
 from verticalize.train.schedules import build_scheduler
+from verticalize.train.sharding import Replicated
 from verticalize.train.trackers import MetricsLog
 
 
@@ -56,16 +56,14 @@ def test_checkpoint_roundtrip_restores_weights_optimizer_rng_and_prunes(tmp_path
     opt.step()
     sched.step()
     for step in (1, 2, 3):
-        save_checkpoint(
-            tmp_path, step, trainable_state(model), opt.state_dict(), sched, {"step": step}, 2
-        )
+        save_checkpoint(tmp_path, step, model, opt, sched, {"step": step}, 2, Replicated())
     (tmp_path / ".tmp-step-0000009").mkdir()  # a write killed half-way is never resumed
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-0000002", "step-0000003"]
     expected_w = model.weight.detach().clone()
     expected_draw = torch.rand(3)
     with torch.no_grad():
         model.weight.zero_()
-    state = load_checkpoint(list_checkpoints(tmp_path)[-1], model, opt, sched)
+    state = load_checkpoint(list_checkpoints(tmp_path)[-1], model, opt, sched, Replicated())
     assert state == {"step": 3}
     torch.testing.assert_close(model.weight, expected_w)
     torch.testing.assert_close(torch.rand(3), expected_draw)  # RNG restored to the save point

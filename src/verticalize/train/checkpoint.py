@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from verticalize.errors import TrainingError
@@ -43,22 +43,20 @@ def save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def save_checkpoint(
-    root: Path,
-    step: int,
-    weights: dict[str, torch.Tensor],
-    optimizer_state: dict,
-    scheduler,
-    state: dict,
-    keep: int,
+    root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int, placement
 ) -> Path:
-    """Write step-N/ atomically: the trainable `weights`, `optimizer_state`, the schedule,
-    RNG states and the loop `state`; keep the last `keep`."""
+    """Write step-N/ atomically: the model's and optimizer's states (through `placement`,
+    train.sharding: whole tensors from rank 0, or every rank's shards), the schedule, RNG
+    states and the loop `state`; keep the last `keep`. Every process calls it."""
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(weights, str(tmp / "weights.safetensors"))
-    torch.save(optimizer_state, tmp / "optimizer.pt")
+    if placement.main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    placement.barrier()
+    placement.save_states(model, optimizer, tmp)
+    if not placement.main:
+        return final
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     rng = {
         "python": random.getstate(),
@@ -81,11 +79,10 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, placement=None) -> dict:
-    """Restore a checkpoint into the model, optimizer and schedule through `placement`
-    (train.sharding: how the model is held; default: whole, in this process) and return the
-    loop state. Refused when written by another process count or strategy."""
-    world, strategy = (1, "ddp") if placement is None else placement.layout
+def load_checkpoint(path: Path, model, optimizer, scheduler, placement) -> dict:
+    """Restore a checkpoint into the model, optimizer and schedule and return the loop state.
+    Refused when written by another process count or strategy."""
+    world, strategy = placement.layout
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         written_by = state.get("world_size", 1)
@@ -94,19 +91,12 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, placement=None) -> 
                 f"{path}: written by a run with {written_by} process(es), resumed with {world}. "
                 f"Fix: resume with --nproc {written_by}, or delete the train/ folder to start over."
             )
-        if (was := state.get("strategy", "ddp")) != strategy:  # optimizer states differ
+        if (was := state.get("strategy", "ddp")) != strategy:  # states are stored differently
             raise TrainingError(
                 f"{path}: written with train.distributed.strategy {was}, resumed with {strategy}. "
                 f"Fix: set strategy: {was} to resume, or delete the train/ folder to start over."
             )
-        weights = load_file(str(path / "weights.safetensors"))
-        optimizer_state = torch.load(path / "optimizer.pt", weights_only=False)
-        if placement is None:
-            load_trainable(model, weights, path)
-            optimizer.load_state_dict(optimizer_state)
-        else:
-            placement.load_weights(model, weights, path)
-            placement.load_optimizer(model, optimizer, optimizer_state)
+        placement.load_states(model, optimizer, path)
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
         rng = torch.load(path / "rng.pt", weights_only=False)
     except (OSError, RuntimeError, ValueError, KeyError) as e:

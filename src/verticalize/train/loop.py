@@ -31,7 +31,7 @@ from verticalize.train.checkpoint import (
 )
 from verticalize.train.distributed import make_accelerator, padded_shard
 from verticalize.train.schedules import build_scheduler
-from verticalize.train.sharding import placement_for
+from verticalize.train.sharding import held_bytes, placement_for
 from verticalize.train.trackers import MetricsLog
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -61,6 +61,7 @@ class TrainOutcome:
     train_seconds: float
     world_size: int = 1
     strategy: str = "ddp"
+    state_bytes: int = 0  # parameters, gradients and optimizer states held per process
     model: torch.nn.Module | None = field(default=None, repr=False, compare=False)
 
     def record(self) -> dict:
@@ -79,6 +80,7 @@ class TrainOutcome:
             "train_seconds": round(self.train_seconds, 2),
             "processes": self.world_size,
             "strategy": self.strategy,
+            "state_bytes_per_process": self.state_bytes,
         }
 
 
@@ -275,19 +277,16 @@ def train_model(
                 if last_of_epoch:
                     state.update(epoch=epoch + 1, step_in_epoch=0)
                 if state["step"] % ckpt_every == 0 or last_of_epoch:
-                    weights = placement.weights(model)  # every rank (gathers when sharded)
-                    optimizer_state = placement.optimizer_state(model, optimizer)
-                    if main:
-                        save_checkpoint(
-                            ckpt_root,
-                            state["step"],
-                            weights,
-                            optimizer_state,
-                            scheduler,
-                            {**state, "world_size": world, "strategy": placement.name},
-                            t.keep_checkpoints,
-                        )
-                    del weights, optimizer_state
+                    save_checkpoint(  # every rank: under fsdp each writes its shards
+                        ckpt_root,
+                        state["step"],
+                        model,
+                        optimizer,
+                        scheduler,
+                        {**state, "world_size": world, "strategy": placement.name},
+                        t.keep_checkpoints,
+                        placement,
+                    )
                 if state["stopped_early"]:
                     break
     log.close()
@@ -297,8 +296,10 @@ def train_model(
         from safetensors.torch import load_file
 
         placement.load_weights(model, load_file(str(best)), best)
-    trained = placement.plain(model)
+    state_bytes = held_bytes(model, optimizer)
+    del optimizer, scheduler  # AdamW's states go before a plain model is rebuilt (fsdp)
     accelerator.free_memory()
+    trained = placement.plain(model)
     return TrainOutcome(
         steps=state["step"],
         epochs_run=state["epoch"],
@@ -309,5 +310,6 @@ def train_model(
         train_seconds=time.perf_counter() - started,
         world_size=world,
         strategy=placement.name,
+        state_bytes=state_bytes,
         model=trained,
     )

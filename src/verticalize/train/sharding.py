@@ -5,21 +5,27 @@
 splits every parameter, its gradient and its AdamW states across the processes, like
 DeepSpeed ZeRO-3: each transformer block (the model's own `_no_split_modules`) is one unit,
 gathered for its forward and backward and freed after. Saving gathers the full tensors
-(`torch.distributed.checkpoint.state_dict`), so checkpoints, best weights and model/ are the
-same files a 1-process run writes; at the end every process gets a plain model back.
+for the best weights and model/ (the same files a 1-process run writes); checkpoints keep
+every rank's shards (torch.distributed.checkpoint), so saving one gathers nothing. At the
+end every process gets a plain model back.
 """
 
 from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from verticalize.errors import TrainingError
 from verticalize.train.checkpoint import load_trainable, trainable_state
+
+WEIGHTS, OPTIMIZER = "weights.safetensors", "optimizer.pt"  # a checkpoint's whole states
+SHARDS = "shards"  # …or every rank's shards (torch.distributed.checkpoint), under fsdp
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -28,17 +34,19 @@ if TYPE_CHECKING:
 
 
 class Replicated:
-    """Every process holds the whole model (Accelerate wraps it in DDP)."""
+    """Every process holds the whole model (Accelerate wraps it in DDP); rank 0 saves it.
+    Without an accelerator: one process, the model as it is."""
 
     name = "ddp"
 
-    def __init__(self, accelerator: Accelerator):
+    def __init__(self, accelerator: Accelerator | None = None):
         self.accelerator = accelerator
+        self.main = accelerator is None or accelerator.is_main_process
 
     @property
     def layout(self) -> tuple[int, str]:
         """(processes, strategy): what a checkpoint must have been written with."""
-        return self.accelerator.num_processes, self.name
+        return (self.accelerator.num_processes if self.accelerator else 1), self.name
 
     def shard(self, model: nn.Module) -> nn.Module:
         return model
@@ -47,23 +55,30 @@ class Replicated:
         return self.accelerator.prepare(model, optimizer)
 
     def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
+        return self.accelerator.unwrap_model(model) if self.accelerator else model
 
     def no_sync(self, model: nn.Module):
         return self.accelerator.no_sync(model)
 
+    def barrier(self) -> None:
+        """Only rank 0 writes whole states: nobody needs to wait for it."""
+
     def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The trainable tensors, on rank 0 (other ranks get {}); every rank calls it."""
-        return trainable_state(self.unwrap(model)) if self.accelerator.is_main_process else {}
+        return trainable_state(self.unwrap(model)) if self.main else {}
 
-    def optimizer_state(self, model: nn.Module, optimizer) -> dict:
-        return optimizer.state_dict() if self.accelerator.is_main_process else {}
+    def save_states(self, model: nn.Module, optimizer, folder: Path) -> None:
+        """Trainable weights and optimizer state into a checkpoint folder (every rank calls)."""
+        if self.main:
+            save_file(trainable_state(self.unwrap(model)), str(folder / WEIGHTS))
+            torch.save(optimizer.state_dict(), folder / OPTIMIZER)
+
+    def load_states(self, model: nn.Module, optimizer, folder: Path) -> None:
+        self.load_weights(model, load_file(str(folder / WEIGHTS)), folder)
+        optimizer.load_state_dict(torch.load(folder / OPTIMIZER, weights_only=False))
 
     def load_weights(self, model: nn.Module, tensors: dict, where) -> None:
         load_trainable(self.unwrap(model), tensors, where)
-
-    def load_optimizer(self, model: nn.Module, optimizer, state: dict) -> None:
-        optimizer.load_state_dict(state)
 
     def plain(self, model: nn.Module) -> nn.Module:
         """The trained model as a plain module (what model/ is saved from)."""
@@ -117,12 +132,32 @@ class Sharded(Replicated):
         names = {n for n, p in model.named_parameters() if p.requires_grad}
         return {k: v for k, v in full.items() if k in names}
 
-    def optimizer_state(self, model: nn.Module, optimizer) -> dict:
-        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
 
-        return get_optimizer_state_dict(
-            model, _inner(optimizer), options=self._options(cpu_offload=True)
-        )
+    def save_states(self, model: nn.Module, optimizer, folder: Path) -> None:
+        """Each rank writes its own shards (torch.distributed.checkpoint): nothing is
+        gathered, so a checkpoint costs no memory beyond the shards themselves."""
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._shards(model, optimizer), checkpoint_id=folder / SHARDS)
+
+    def load_states(self, model: nn.Module, optimizer, folder: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        shards = self._shards(model, optimizer)
+        dcp.load(shards, checkpoint_id=folder / SHARDS)  # into these tensors, in place
+        set_state_dict(model, _inner(optimizer), **shards)
+
+    def _shards(self, model: nn.Module, optimizer) -> dict:
+        """This rank's shards of the trainable weights and of the optimizer state."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        weights, states = get_state_dict(model, _inner(optimizer))
+        names = {n for n, p in model.named_parameters() if p.requires_grad}
+        weights = {k: v for k, v in weights.items() if k in names}
+        return {"model_state_dict": weights, "optim_state_dict": states}
 
     def load_weights(self, model: nn.Module, tensors: dict, where) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
@@ -135,18 +170,12 @@ class Sharded(Replicated):
             )
         set_model_state_dict(model, tensors, options=self._options(strict=False))
 
-    def load_optimizer(self, model: nn.Module, optimizer, state: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, _inner(optimizer), state, options=self._options())
-
     def plain(self, model: nn.Module) -> nn.Module:
         """Every process gathers the full weights into the skeleton copied before sharding."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         full = get_model_state_dict(model, options=self._options())
         plain, self.skeleton = self.skeleton, None
-        full = {k: v.detach().clone() for k, v in full.items()}
         plain.load_state_dict(full, strict=False, assign=True)
         for group in self.ties:  # assign=True gave each name its own tensor
             first = next(p for n in group if not (p := plain.get_parameter(n)).is_meta)
@@ -195,6 +224,21 @@ def meta_copy(model: nn.Module) -> nn.Module:
         for p in model.parameters()
     }
     return copy.deepcopy(model, memo)
+
+
+def held_bytes(model: nn.Module, optimizer) -> int:
+    """Bytes of training state this process holds: its parameters (or their shards), a
+    gradient per trainable one, and the optimizer's states."""
+
+    def local(t: torch.Tensor) -> int:
+        t = t.to_local() if hasattr(t, "to_local") else t  # a DTensor's own shard
+        return t.numel() * t.element_size()
+
+    params = list(model.parameters())
+    held = sum(local(p) for p in params) + sum(local(p) for p in params if p.requires_grad)
+    for state in _inner(optimizer).state.values():
+        held += sum(local(v) for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+    return held
 
 
 def _inner(optimizer):
