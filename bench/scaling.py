@@ -13,7 +13,8 @@ On a 2-core box expect no gain: one process already uses both cores.
 
 Last stdout line: JSON with `procs`, `examples_per_s` (one per process count), `cores`,
 `speedup` (vs 1 process), `threads_per_process`, `train_seconds`, `steps`,
-`peak_rss_mb` (rank 0), and `fsdp`: the same for FSDP at each process count above 1.
+`peak_rss_mb` (rank 0), `state_mb` (weights, gradients and AdamW states one process holds),
+and `fsdp`: the same for FSDP at each process count above 1, with `vs_ddp` (throughput).
 """
 
 from __future__ import annotations
@@ -86,9 +87,13 @@ def main() -> None:
                 "train_seconds": [r["train_seconds"] for r in ddp],
                 "steps": [r["steps"] for r in ddp],
                 "peak_rss_mb": [r["peak_rss_mb"] for r in ddp],
+                "state_mb": [r["state_mb"] for r in ddp],
                 "fsdp": {
                     "procs": sharded,
-                    **{k: [r[k] for r in fsdp] for k in ("examples_per_s", "peak_rss_mb")},
+                    **{
+                        k: [r[k] for r in fsdp]
+                        for k in ("examples_per_s", "peak_rss_mb", "state_mb")
+                    },
                     "vs_ddp": [
                         round(f["examples_per_s"] / ddp[args.procs.index(n)]["examples_per_s"], 3)
                         for n, f in zip(sharded, fsdp, strict=True)
@@ -122,6 +127,7 @@ def measure(cfg: Path, work: Path, n: int, strategy: str, batch: int) -> dict:
         "train_seconds": seconds,
         "steps": len(per_step),
         "peak_rss_mb": round(manifest["peak_rss_bytes"] / 2**20),
+        "state_mb": round(manifest["state_bytes_per_process"] / 2**20),
     }
     print(f"{strategy} × {n}: {out}", file=sys.stderr)
     return out
