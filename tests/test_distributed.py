@@ -206,6 +206,15 @@ def test_deepspeed_is_refused_before_any_work(project):
     assert not (run / "train").exists() and "Traceback" not in r.stderr
 
 
+def test_fsdp_with_fp16_is_refused():
+    from verticalize.config import TrainConfig
+
+    t = TrainConfig(mixed_precision="fp16", distributed={"strategy": "fsdp"})
+    with pytest.raises(TrainingError, match="mixed_precision: bf16"):
+        distributed.check_strategy(t)
+    distributed.check_strategy(t.model_copy(update={"mixed_precision": "bf16"}))
+
+
 FSDP = ["train.batch_size=4", "train.distributed.strategy=fsdp"]
 
 

@@ -40,13 +40,20 @@ def is_main_process() -> bool:
 
 
 def check_strategy(t: TrainConfig) -> None:
-    """DeepSpeed is refused before any work: FSDP is its ZeRO-3 built into PyTorch."""
+    """Refused before any work: DeepSpeed (FSDP is its ZeRO-3 built into PyTorch), and FSDP
+    with fp16 (no sharded loss scaler here)."""
     if t.distributed.strategy == "deepspeed":
         raise TrainingError(
             "train.distributed.strategy: deepspeed is not supported (it needs CUDA kernels and "
             "its own checkpoint format). Fix: strategy: fsdp shards parameters, gradients and "
             "optimizer states like ZeRO-3 with PyTorch's FSDP2, on GPU (NCCL) or CPU (gloo); "
             "or ddp when the model fits one device."
+        )
+    if t.distributed.strategy == "fsdp" and t.mixed_precision == "fp16":
+        raise TrainingError(
+            "train.distributed.strategy: fsdp with mixed_precision: fp16 is not supported "
+            "(fp16 needs a loss scaler that knows the shards). Fix: mixed_precision: bf16 "
+            "(Ampere or newer GPUs), or no."
         )
 
 

@@ -296,6 +296,7 @@ def train_model(
         from safetensors.torch import load_file
 
         placement.load_weights(model, load_file(str(best)), best)
+    placement.reshard(model)  # count shards, not the root gathered by the last evaluation
     state_bytes = held_bytes(model, optimizer)
     del optimizer, scheduler  # AdamW's states go before a plain model is rebuilt (fsdp)
     accelerator.free_memory()

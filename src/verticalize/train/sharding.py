@@ -63,6 +63,9 @@ class Replicated:
     def barrier(self) -> None:
         """Only rank 0 writes whole states: nobody needs to wait for it."""
 
+    def reshard(self, model: nn.Module) -> None:
+        """Nothing to free: the model is whole by design."""
+
     def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The trainable tensors, on rank 0 (other ranks get {}); every rank calls it."""
         return trainable_state(self.unwrap(model)) if self.main else {}
@@ -126,14 +129,28 @@ class Sharded(Replicated):
         return nullcontext()
 
     def weights(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        full = get_model_state_dict(model, options=self._options(cpu_offload=True))
-        names = {n for n, p in model.named_parameters() if p.requires_grad}
-        return {k: v for k, v in full.items() if k in names}
+        """The trainable tensors gathered whole, one at a time (every rank takes part in
+        each gather; only rank 0 keeps them): LoRA never gathers the frozen base model."""
+        self.reshard(model)
+        out = {}
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                whole = p.full_tensor()  # a collective
+                if self.main:
+                    out[name] = whole.detach().cpu().contiguous()
+                del whole
+        return out
 
     def barrier(self) -> None:
         self.accelerator.wait_for_everyone()
+
+    def reshard(self, model: nn.Module) -> None:
+        """Back to shards only: the root stays gathered after a forward (an evaluation)."""
+        from torch.distributed.fsdp import FSDPModule
+
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
 
     def save_states(self, model: nn.Module, optimizer, folder: Path) -> None:
         """Each rank writes its own shards (torch.distributed.checkpoint): nothing is
