@@ -25,13 +25,18 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+def check_names(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    """Refuse saved weights the model has no place for (its model section changed)."""
     missing = set(tensors) - set(model.state_dict())
     if missing:
         raise TrainingError(
             f"{where}: checkpoint has weights the model lacks ({sorted(missing)[:3]} …). Fix: "
             "the model section changed since it was written; delete the train/ folder to start over."
         )
+
+
+def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: Path) -> None:
+    check_names(model, tensors, where)
     model.load_state_dict(tensors, strict=False)
 
 

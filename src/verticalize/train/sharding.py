@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from verticalize.errors import TrainingError
-from verticalize.train.checkpoint import load_trainable, trainable_state
+from verticalize.train.checkpoint import check_names, load_trainable, trainable_state
 
 WEIGHTS, OPTIMIZER = "weights.safetensors", "optimizer.pt"  # a checkpoint's whole states
 SHARDS = "shards"  # …or every rank's shards (torch.distributed.checkpoint), under fsdp
@@ -179,12 +179,7 @@ class Sharded(Replicated):
     def load_weights(self, model: nn.Module, tensors: dict, where) -> None:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
-        missing = set(tensors) - {n for n, _ in model.named_parameters()}
-        if missing:
-            raise TrainingError(
-                f"{where}: weights the model lacks ({sorted(missing)[:3]} …). Fix: the model "
-                "section changed since they were written; delete the train/ folder."
-            )
+        check_names(model, tensors, where)  # sharding keeps the names
         set_model_state_dict(model, tensors, options=self._options(strict=False))
 
     def plain(self, model: nn.Module) -> nn.Module:
