@@ -75,14 +75,6 @@ def _no_ambient_store(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
-@pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory) -> Path:
-    """A schema-migrated MLflow database to copy (creating one takes seconds)."""
-    root = tmp_path_factory.mktemp("template")
-    open_client(uri_of(root / "mlflow.db"), create=True).search_experiments()
-    return root / "mlflow.db"
-
-
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> dict:
     """One `verticalize run` (data → train → eval → export → registry) tracking into the
@@ -192,10 +184,8 @@ def test_rerun_that_changes_nothing_logs_nothing_new(pipeline):
     assert len(client.get_metric_history(run_id, "test/macro_f1")) == before == 1
 
 
-def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path, migrated_db):
+def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path):
     config, runs = make_project(tmp_path)
-    runs.mkdir()
-    shutil.copy(migrated_db, runs / "mlflow.db")
     api.data(config)
     api.train(config)
     run = runs / "tiny"
@@ -220,7 +210,7 @@ def test_resumed_training_logs_on_into_the_same_mlflow_run(tmp_path, migrated_db
     assert {r["run_id"] for r in api.runs(runs)} == {first, second}
 
 
-def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path, migrated_db):
+def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path):
     config, runs = make_project(tmp_path)
     api.data(config)
     api.train(config, overrides=["train.mlflow=false"])
@@ -233,7 +223,6 @@ def test_mlflow_off_creates_no_store_while_tensorboard_logs(tmp_path, migrated_d
     assert api.runs(runs) == []
 
     # switched on later: the pipeline's end tracks the untracked training from metrics.jsonl
-    shutil.copy(migrated_db, runs / "mlflow.db")
     cfg = api.load(config)
     tracking.log_pipeline(cfg, RunFolder(cfg))
     [row] = api.runs(runs)
@@ -261,11 +250,9 @@ def test_metric_names_keep_generation_stages_apart():
     assert "continued_pretraining/train/loss" in {k for k, *_ in pretraining}
 
 
-def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path, migrated_db):
+def test_tensorboard_off_and_a_custom_uri_still_track(tmp_path):
     config, runs = make_project(tmp_path)
     store = tmp_path / "elsewhere" / "tracking.db"
-    store.parent.mkdir()
-    shutil.copy(migrated_db, store)
     sets = [
         "train.tensorboard=false",
         f"train.mlflow_uri={uri_of(store)}",
