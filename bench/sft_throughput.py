@@ -38,11 +38,11 @@ from verticalize.config import (  # noqa: E402
 from verticalize.data.clean import normalize_text  # noqa: E402
 from verticalize.data.conversations import ConversationError, from_templates  # noqa: E402
 from verticalize.data.readers import read_rows  # noqa: E402
-from verticalize.data.sources import resolve  # noqa: E402
 from verticalize.models.adapt import lora  # noqa: E402
 from verticalize.models.load import load_causal_lm, load_tokenizer, resolve_base  # noqa: E402
-from verticalize.plan.memory import peak_rss_bytes  # noqa: E402
-from verticalize.tasks.generation import (  # noqa: E402
+from verticalize.models.memory import peak_rss_bytes  # noqa: E402
+from verticalize.source_paths import resolve  # noqa: E402
+from verticalize.tasks.generation.lm import (  # noqa: E402
     IGNORE,
     Encoded,
     encode_conversation,

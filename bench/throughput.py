@@ -26,10 +26,10 @@ from verticalize.config import (  # noqa: E402
 )
 from verticalize.data.clean import normalize_text  # noqa: E402
 from verticalize.data.readers import read_rows  # noqa: E402
-from verticalize.data.sources import resolve  # noqa: E402
 from verticalize.models.adapt import adapt  # noqa: E402
 from verticalize.models.load import load_sequence_classifier  # noqa: E402
-from verticalize.tasks.classification import EncodedRecords, make_collate, predict_proba  # noqa: E402
+from verticalize.source_paths import resolve  # noqa: E402
+from verticalize.tasks.classification.encode import EncodedRecords, make_collate, predict_proba  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
 N_INFER, N_TRAIN, BATCH, MAX_LEN = 256, 64, 16, 128

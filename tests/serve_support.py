@@ -34,7 +34,7 @@ def classifier_folder() -> Path:
 def ner_folder() -> Path:
     """all-MiniLM-L6-v2 with a fresh PER/LOC tagging head, saved like `verticalize train`."""
     from verticalize.config import NerConfig
-    from verticalize.tasks.ner import new_tagger, save_tagger
+    from verticalize.tasks.ner.model import new_tagger, save_tagger
 
     folder = _ROOT / "minilm-ner"
     cfg = NerConfig()

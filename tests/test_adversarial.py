@@ -13,14 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from verticalize.evaluate.adversarial import (
+from verticalize.models.load import load_sequence_classifier
+from verticalize.tasks.classification.adversarial import (
     _vocabularies,
     embedding_scale,
     fgsm,
     is_cjk_text,
     substitution_attack,
 )
-from verticalize.models.load import load_sequence_classifier
 
 LABELS = ["negative", "positive"]
 MAX_LENGTH = 32

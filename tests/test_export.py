@@ -14,9 +14,9 @@ from verticalize import api
 from verticalize.errors import ExportError
 from verticalize.export import stage
 from verticalize.export.onnx import OnnxClassifier
-from verticalize.export.runtimes import publish_decision
 from verticalize.runfolder import RunFolder, file_sha256, read_jsonl, write_jsonl
-from verticalize.tasks.classification import predict_records
+from verticalize.tasks.classification.encode import predict_records
+from verticalize.tasks.classification.runtimes import publish_decision
 
 PROJECT = """
 name: tiny-export

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from verticalize.evaluate.feature_crf import feature_crf, word_features
-from verticalize.tasks.ner_tags import word_spans
+from verticalize.data.tags import word_spans
+from verticalize.tasks.ner.feature_crf import feature_crf, word_features
 
 
 def _wnut_records() -> list[dict]:

@@ -17,7 +17,6 @@ import sacrebleu
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from verticalize.evaluate.metrics import classification_metrics
 from verticalize.evaluate.text_metrics import (
     bleu,
     exact_match,
@@ -25,6 +24,7 @@ from verticalize.evaluate.text_metrics import (
     is_chinese,
     rouge,
 )
+from verticalize.metrics import classification_metrics
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 TOL = 1e-12

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2, IOBES, Entities
 
-from verticalize.evaluate.ner_metrics import entity_scores, tag_scores
-from verticalize.tasks.ner_tags import entities
+from verticalize.data.tags import entities
+from verticalize.tasks.ner.metrics import entity_scores, tag_scores
 
 TYPES = ("PER", "LOC", "geo-loc")  # a hyphen inside the type too, as WNUT has
 SCHEMES = {"bio": (IOB2, "BI"), "bioes": (IOBES, "BIES")}

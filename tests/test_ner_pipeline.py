@@ -11,9 +11,9 @@ from conftest import ROOT, run_cli, shortened, write
 from verticalize import api
 from verticalize.config import NerConfig, TrainConfig
 from verticalize.data.outputs import read_split
+from verticalize.data.tags import word_tags_to_spans
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.ner import Tagger, encode, ner_recipe, new_tagger, save_tagger
-from verticalize.tasks.ner_tags import word_tags_to_spans
+from verticalize.tasks.ner.model import Tagger, encode, ner_recipe, new_tagger, save_tagger
 from verticalize.train.loop import train_model
 
 pytestmark = pytest.mark.slow

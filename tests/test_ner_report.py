@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 from markupsafe import Markup
 
-from verticalize.evaluate.ner_report import highlight, render_ner_html
 from verticalize.evaluate.report import line_chart
+from verticalize.tasks.ner.report import highlight, render_ner_html
 
 EN = "Tom said \"<b>AT&T</b>\" & O'Neil <3 New York's 'best' deal"
 ZH = "患者因2型糖尿病入院，给予二甲双胍治疗。"

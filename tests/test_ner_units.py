@@ -11,12 +11,12 @@ from conftest import run_cli, write
 from verticalize import api
 from verticalize.config import NerConfig
 from verticalize.data.outputs import read_split
+from verticalize.data.tags import entities, tag_names
 from verticalize.errors import ConfigError, DataError
 from verticalize.models.load import load_tokenizer
 from verticalize.predict import read_texts
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.ner import encode, make_ner_collate, ner_loss, new_tagger, predict
-from verticalize.tasks.ner_tags import entities, tag_names
+from verticalize.tasks.ner.model import encode, make_ner_collate, ner_loss, new_tagger, predict
 
 
 def _fails(result, *needles):

@@ -12,7 +12,6 @@ from pathlib import Path
 import opencc
 import pytest
 
-from verticalize.evaluate.metrics import classification_metrics
 from verticalize.evaluate.noise import (
     CHINESE_KINDS,
     NOISE_KINDS,
@@ -24,6 +23,7 @@ from verticalize.evaluate.noise import (
     variant_table,
 )
 from verticalize.evaluate.robustness import robustness_table
+from verticalize.metrics import classification_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "src/verticalize/evaluate/data/zh_variants.tsv"

@@ -13,15 +13,15 @@ from conftest import run_cli, shortened, write
 from verticalize.config import FreezeConfig, ModelConfig, TrainConfig
 from verticalize.errors import TrainingError
 from verticalize.models.adapt import adapt, count_parameters
+from verticalize.models.architecture import activation_elements_per_token
 from verticalize.models.load import load_sequence_classifier
-from verticalize.plan.architecture import activation_elements_per_token
-from verticalize.plan.flops import flops_per_token
-from verticalize.plan.memory import (
+from verticalize.models.memory import (
     MemoryEstimate,
     guard_memory,
     peak_rss_bytes,
     training_memory,
 )
+from verticalize.plan.flops import flops_per_token
 from verticalize.plan.recommend import choose_batch, choose_lr, choose_method
 
 PROJECT = """
@@ -99,12 +99,12 @@ def test_activation_count_matches_autograds_saved_tensors(variants, method):
 
 def test_memory_parts_follow_the_method(variants):
     t = TrainConfig(batch_size=16)
-    full = training_memory(variants["full"], t, 128, "classification", runtime=0)
-    lora = training_memory(variants["lora"], t, 128, "classification", runtime=0)
+    full = training_memory(variants["full"], t, 128, False, runtime=0)
+    lora = training_memory(variants["lora"], t, 128, False, runtime=0)
     assert full.weights == pytest.approx(lora.weights, rel=0.02)
     assert lora.optimizer < 0.05 * full.optimizer and lora.gradients < 0.05 * full.gradients
     assert full.total == sum(full.as_dict()[k] for k in MemoryEstimate.__dataclass_fields__)
-    small = training_memory(variants["full"], TrainConfig(batch_size=4), 128, "classification")
+    small = training_memory(variants["full"], TrainConfig(batch_size=4), 128, False)
     assert small.activations < full.activations
 
 
@@ -169,7 +169,7 @@ def test_peak_rss_is_the_processs_own_not_its_parents():
     ballast = torch.ones(300_000_000, dtype=torch.float32)  # 1.2 GB, touched
     parent = peak_rss_bytes()
     del ballast
-    code = "from verticalize.plan.memory import peak_rss_bytes; print(peak_rss_bytes())"
+    code = "from verticalize.models.memory import peak_rss_bytes; print(peak_rss_bytes())"
     child = int(
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

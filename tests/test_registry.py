@@ -18,8 +18,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 from verticalize import registry
 from verticalize.config import Config
 from verticalize.errors import RegistryError
+from verticalize.mlflow_store import open_client
 from verticalize.models.load import load_tokenizer, resolve_base
-from verticalize.registry.store import open_client
 from verticalize.runfolder import RunFolder, write_json_atomic
 
 LABELS = ["neg", "pos"]

@@ -13,8 +13,8 @@ import pytest
 from sklearn.calibration import calibration_curve
 
 from verticalize.evaluate.calibration import calibration
-from verticalize.evaluate.metrics import classification_metrics
 from verticalize.evaluate.report import write_report
+from verticalize.metrics import classification_metrics
 
 LABELS = ["negative", "neutral", "positive"]
 PLOTS = ["plot-loss", "plot-confusion", "plot-f1", "plot-robustness", "plot-reliability"]

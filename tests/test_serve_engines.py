@@ -14,7 +14,7 @@ from serve_support import LABELS, classifier_folder
 from verticalize.predict import Classifier, length_chunks, load_predictor
 from verticalize.serve.engines import ClassificationEngine, folder_version, mean_pool
 from verticalize.serve.generation import StopScanner, cut_at_stop
-from verticalize.tasks.classification import predict_records
+from verticalize.tasks.classification.encode import predict_records
 
 
 def test_length_chunks_cover_every_text_once_in_length_order():

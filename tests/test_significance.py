@@ -12,8 +12,8 @@ from sklearn.metrics import f1_score
 
 from verticalize.errors import VerticalizeError
 from verticalize.evaluate.compare import _fast_metric, compare_runs, write_comparison
-from verticalize.evaluate.metrics import classification_metrics
 from verticalize.evaluate.significance import _rng_kwarg, mcnemar, paired_bootstrap
+from verticalize.metrics import classification_metrics
 
 LABELS = ["negative", "neutral", "positive"]
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from verticalize import api, registry
 from verticalize.cli import app
 from verticalize.errors import RegistryError
-from verticalize.registry.store import open_client
+from verticalize.mlflow_store import open_client
 from verticalize.runfolder import RunFolder
 from verticalize.train import tracking
 

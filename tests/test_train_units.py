@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from verticalize.config import Target, TrainConfig
-from verticalize.evaluate.metrics import classification_metrics, metric_value
 from verticalize.evaluate.stage import check_targets, verdict
+from verticalize.metrics import classification_metrics, metric_value
 from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,

@@ -7,13 +7,23 @@ the label set) into one `ConfigError` naming the file, line, field, bad value an
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from verticalize.errors import ConfigError
+from verticalize.plugins import get_task, task_names
 
 
 class Section(BaseModel):
@@ -808,7 +818,10 @@ class ServeConfig(Section):
 class Config(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     domain: str = "general"
-    task: Literal["classification", "generation", "ner"] = "classification"
+    task: str = Field(
+        "classification",
+        description="A task plugin's name: classification, ner, generation, multilabel, regression, or an installed plugin's.",
+    )
     seed: int = 42
     run_dir: str | None = Field(None, description="Default: runs/<name> under the current folder.")
     data: DataConfig
@@ -825,70 +838,82 @@ class Config(Section):
     # where the YAML lives; relative source paths are resolved against it
     source_file: Path | None = Field(None, exclude=True)
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in task_names():
+            raise ValueError(
+                f"unknown task {value!r}; known tasks: {', '.join(task_names())} (or install a "
+                "plugin that registers it in the verticalize.tasks entry-point group)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _task_defaults(self) -> Config:
-        generation = self.task == "generation"
+        plugin = get_task(self.task)
         if self.model.base is None:
-            self.model.base = DEFAULT_BASE[self.task]
+            self.model.base = plugin.default_base
         if self.train.early_stopping.metric is None:
-            self.train.early_stopping.metric = DEFAULT_STOP_METRIC[self.task]
+            self.train.early_stopping.metric = plugin.default_stop_metric
         if self.eval.baselines is None:
-            self.eval.baselines = list(DEFAULT_BASELINES[self.task])
+            self.eval.baselines = list(plugin.baselines)
         for i, name in enumerate(self.eval.baselines):
-            if name not in DEFAULT_BASELINES[self.task]:
-                raise _BaselineError(("eval", "baselines", i), name, self.task)
+            if name not in plugin.baselines:
+                raise BaselineError(("eval", "baselines", i), name, self.task, plugin.baselines)
         for i, src in enumerate(self.data.sources):
             kinds = [k for k in ("chat", "templates", "pretrain") if getattr(src, k)]
-            if generation and len(kinds) != 1:
-                raise _SourceKindError(("data", "sources", i), kinds, generation)
-            if not generation and kinds:
-                raise _SourceKindError(("data", "sources", i, kinds[0]), kinds, generation)
-        if not generation and self.model.method in ("prompt_tuning", "prefix_tuning"):
+            if plugin.source_kinds and len(kinds) != 1:
+                raise SourceKindError(("data", "sources", i), kinds, True, self.task)
+            if not plugin.source_kinds and kinds:
+                raise SourceKindError(("data", "sources", i, kinds[0]), kinds, False, self.task)
+        if self.model.method not in plugin.methods:
+            takers = [n for n in task_names() if self.model.method in get_task(n).methods]
             raise ValueError(
-                f"model.method: {self.model.method} is available for task: generation. "
-                f"Fix: use full, freeze, layer_reduction or lora for task: {self.task}"
+                f"model.method: {self.model.method} is available for task: "
+                f"{' / '.join(takers)}. Fix: use {_or_list(plugin.methods)} for task: {self.task}"
             )
-        if generation and self.data.augment.enabled:
+        if not plugin.augment and self.data.augment.enabled:
             raise ValueError(
                 "data.augment: augmentation edits classification texts; it is not available "
-                "for task: generation. Fix: set data.augment.enabled: false"
+                f"for task: {self.task}. Fix: set data.augment.enabled: false"
             )
         return self
 
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Config:
-        if self.task == "generation":
-            for i, t in enumerate(self.eval.targets):
-                if t.metric not in GENERATION_METRICS:
-                    raise _MetricError(
-                        ("eval", "targets", i, "metric"), t.metric, list(GENERATION_METRICS)
-                    )
-            return self
-        if self.task == "ner":
-            named = [
-                (("eval", "targets", i, "metric"), t.metric)
-                for i, t in enumerate(self.eval.targets)
-            ]
-            named.append((("train", "early_stopping", "metric"), self.train.early_stopping.metric))
-            for loc, metric in named:
-                kind, _, kind_label = metric.partition(":")
-                if metric not in NER_METRICS and not (
-                    kind in ("f1", "precision", "recall") and kind_label
-                ):
-                    raise _MetricError(loc, metric, list(NER_METRICS) + ["f1:<TYPE>"])
-            return self
-        labels = self.data.labels
-        if self.data.label_bins and labels:
-            for cls_name in self.data.label_bins:
-                if cls_name not in labels:
-                    raise _LabelError(("data", "label_bins", cls_name), cls_name, labels)
-        for i, t in enumerate(self.eval.targets):
-            check_metric_name(t.metric, labels, ("eval", "targets", i, "metric"))
-        if self.train.early_stopping.metric != "loss":  # validation loss is also allowed here
-            check_metric_name(
-                self.train.early_stopping.metric, labels, ("train", "early_stopping", "metric")
-            )
+        get_task(self.task).check_config(self)
         return self
+
+    def task_section(self) -> Any:
+        """The task plugin's own YAML section (TaskPlugin.section), or None."""
+        plugin = get_task(self.task)
+        return getattr(self, plugin.section[0]) if plugin.section else None
+
+
+def _or_list(items) -> str:
+    items = list(items)
+    return ", ".join(items[:-1]) + f" or {items[-1]}" if len(items) > 1 else items[0]
+
+
+def config_model(task: str) -> type[Config]:
+    """The Config schema for `task`: Config plus the task plugin's own section, if any."""
+    if task not in task_names():
+        return Config
+    plugin = get_task(task)
+    if not plugin.section or plugin.section[0] in Config.model_fields:
+        return Config
+    return _with_section(task, *plugin.section)
+
+
+@cache
+def _with_section(task: str, name: str, schema: type[BaseModel]) -> type[Config]:
+    return create_model("Config", __base__=Config, **{name: (schema, schema())})
+
+
+def validate_config(raw: dict) -> Config:
+    """A Config from a raw mapping (the task's section included); raises ValidationError."""
+    task = raw.get("task", "classification")
+    return config_model(task if isinstance(task, str) else "").model_validate(raw)
 
 
 AGGREGATE_METRICS = (
@@ -904,47 +929,11 @@ AGGREGATE_METRICS = (
 LATENCY_METRICS = ("latency_ms_per_example", "ece")
 
 
-DEFAULT_BASE = {
-    "classification": "all-MiniLM-L6-v2",
-    "generation": "SmolLM2-135M-Instruct",
-    "ner": "all-MiniLM-L6-v2",
-}
-# the metric export and the registry judge a model by (higher is better)
-MAIN_METRIC = {"classification": "macro_f1", "generation": "rouge_l", "ner": "entity_f1_micro"}
-DEFAULT_STOP_METRIC = {"classification": "macro_f1", "generation": "loss", "ner": "entity_f1_micro"}
-DEFAULT_BASELINES = {
-    "classification": ("tfidf_lr", "lightgbm"),
-    "generation": (),
-    "ner": ("feature_crf",),
-}
-NER_METRICS = (
-    "entity_f1_micro",
-    "entity_f1_macro",
-    "entity_precision_micro",
-    "entity_recall_micro",
-    "token_accuracy",
-    "loss",
-    "latency_ms_per_example",
-)
-GENERATION_METRICS = (
-    "perplexity",
-    "bleu",
-    "rouge_1",
-    "rouge_2",
-    "rouge_l",
-    "exact_match",
-    "loss",
-    "latency_ms_per_example",
-)
-
-
-class _SourceKindError(ValueError):
-    def __init__(self, loc: tuple, kinds: list[str], generation: bool):
+class SourceKindError(ValueError):
+    def __init__(self, loc: tuple, kinds: list[str], needed: bool, task: str):
         self.loc, self.value = loc, kinds
-        if generation:
-            msg = (
-                f"a generation source needs exactly one of chat, templates, pretrain (got {kinds})"
-            )
+        if needed:
+            msg = f"a {task} source needs exactly one of chat, templates, pretrain (got {kinds})"
             fix = (
                 "add `chat: alpaca|sharegpt|messages` for conversations, `templates:` to build "
                 "instructions from fields, or `pretrain: true` for unlabelled text"
@@ -956,21 +945,20 @@ class _SourceKindError(ValueError):
         super().__init__(msg)
 
 
-class _BaselineError(ValueError):
-    def __init__(self, loc: tuple, value: str, task: str):
+class BaselineError(ValueError):
+    def __init__(self, loc: tuple, value: str, task: str, allowed: tuple[str, ...]):
         self.loc, self.value = loc, value
-        allowed = list(DEFAULT_BASELINES[task]) or "none"
-        self.fix = f"use {allowed} for task: {task}, or remove eval.baselines"
+        self.fix = f"use {list(allowed) or 'none'} for task: {task}, or remove eval.baselines"
         super().__init__(f"baseline {value!r} does not apply to task: {task}")
 
 
-class _LabelError(ValueError):
+class LabelError(ValueError):
     def __init__(self, loc: tuple, value: str, labels: list[str]):
         self.loc, self.value, self.labels = loc, value, labels
         super().__init__(f"label {value!r} is not in the label set {labels}")
 
 
-class _MetricError(ValueError):
+class MetricError(ValueError):
     def __init__(self, loc: tuple, value: str, known: list[str]):
         self.loc, self.value, self.known = loc, value, known
         super().__init__(f"unknown metric {value!r}")
@@ -983,9 +971,9 @@ def check_metric_name(name: str, labels: list[str] | None, loc: tuple) -> None:
     kind, _, label = name.partition(":")
     if kind in ("f1", "precision", "recall") and label:
         if labels is not None and label not in labels:
-            raise _LabelError(loc, label, labels)
+            raise LabelError(loc, label, labels)
         return
-    raise _MetricError(loc, name, list(AGGREGATE_METRICS + LATENCY_METRICS) + ["f1:<label>"])
+    raise MetricError(loc, name, list(AGGREGATE_METRICS + LATENCY_METRICS) + ["f1:<label>"])
 
 
 def yaml_dir(cfg: Config) -> Path | None:
@@ -1042,8 +1030,8 @@ def _line_for(index: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
-    model: Any = Config
+def _allowed_keys(loc: tuple, root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -1058,10 +1046,10 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return [k for k in model.model_fields if k != "source_file"]
 
 
-def _fix_for(err: dict, loc: tuple) -> str:
+def _fix_for(err: dict, loc: tuple, root: type[BaseModel]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc)
+        allowed = _allowed_keys(loc, root)
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"did you mean '{near[0]}'? " if near else ""
         return f"{hint}remove or rename it; allowed keys here: {', '.join(allowed)}"
@@ -1086,19 +1074,23 @@ def _fix_for(err: dict, loc: tuple) -> str:
     return "correct the value (see `verticalize init` for a commented example)"
 
 
-def _format_validation_error(exc: ValidationError, file: str, index: dict) -> str:
+def _format_validation_error(
+    exc: ValidationError, file: str, index: dict, raw: dict | None = None
+) -> str:
+    task = (raw or {}).get("task", "classification")
+    root = config_model(task if isinstance(task, str) else "")
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, _LabelError):
+        if isinstance(ctx_err, LabelError):
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"label {value!r} is not in the label set {ctx_err.labels}"
             fix = "use one of those labels, or add it to data.labels"
-        elif isinstance(ctx_err, _SourceKindError | _BaselineError):
+        elif isinstance(ctx_err, SourceKindError | BaselineError):
             loc, value = ctx_err.loc, ctx_err.value
             msg, fix = str(ctx_err), ctx_err.fix
-        elif isinstance(ctx_err, _MetricError):
+        elif isinstance(ctx_err, MetricError):
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"unknown metric {value!r}"
             fix = f"use one of: {', '.join(ctx_err.known)}"
@@ -1107,7 +1099,7 @@ def _format_validation_error(exc: ValidationError, file: str, index: dict) -> st
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key '{loc[-1]}'"
-            fix = _fix_for(err, loc)
+            fix = _fix_for(err, loc, root)
         line = _line_for(index, loc)
         where = f"{file}:{line}" if line else file
         shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {value!r})"
@@ -1162,11 +1154,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     raw = apply_overrides(raw, overrides or [])
     index = _line_index(text)
     try:
-        cfg = Config.model_validate(raw)
+        cfg = validate_config(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, str(path), index)) from None
+        raise ConfigError(_format_validation_error(e, str(path), index, raw)) from None
     cfg.source_file = path.resolve()
-    from verticalize.data.sources import check_sources_exist
+    from verticalize.source_paths import check_sources_exist
 
     check_sources_exist(cfg, lambda loc: f"{path}:{_line_for(index, loc) or 1}")
     return cfg

@@ -1,4 +1,5 @@
-"""Predictions from a trained model/ folder (M2 output): NER spans or class labels per text."""
+"""Predictions from a trained model/ folder (M2 output), through its task plugin; the
+batching helpers the plugins share."""
 
 from __future__ import annotations
 
@@ -7,80 +8,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 from verticalize.errors import DataError, ModelError
+from verticalize.plugins import get_task, task_names
 
 Predictor = Callable[[list[str]], list[dict]]
 
 
 def model_task(folder: Path) -> str:
-    """ner, classification or generation, from what the folder holds."""
-    from verticalize.tasks.ner import SPEC_FILE
-
-    if (folder / SPEC_FILE).is_file():
-        return "ner"
+    """The task of a model folder: what export recorded, or the first task plugin that
+    recognises the folder (`TaskPlugin.detect`)."""
     config = folder / "config.json"
+    info = folder / "verticalize.json"
+    if info.is_file():
+        try:
+            task = json.loads(info.read_text("utf-8")).get("task")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            task = None
+        if isinstance(task, str) and task in task_names():
+            return task
+    for name in task_names():
+        if get_task(name).detect(folder):
+            return name
     if not config.is_file():
         raise ModelError(
             f"{folder}: no config.json, so this is not a model folder. Fix: give a run's "
             "verticalize.yaml or its model/ folder (after `verticalize train`)."
         )
-    archs = json.loads(config.read_text("utf-8")).get("architectures") or [""]
-    return "classification" if archs[0].endswith("SequenceClassification") else "generation"
-
-
-def load_predictor(folder: Path, batch_size: int = 32) -> Predictor:
-    """A function from texts to one result dict per text."""
-    task = model_task(folder)
-    if task == "ner":
-        from verticalize.tasks.ner import Tagger
-
-        tagger = Tagger(folder, batch_size)
-        return lambda texts: [{"entities": ents} for ents in tagger(texts)]
-    if task == "classification":
-        return _classifier(folder, batch_size)
     raise ModelError(
-        f"{folder}: `predict` covers classification and ner models; this one generates text. "
-        "Fix: use `verticalize eval` for its scores."
+        f"{folder}: no task recognises this model folder (known: {', '.join(task_names())}). "
+        "Fix: give a folder written by `verticalize train` or `verticalize export`."
     )
 
 
-def _classifier(folder: Path, batch_size: int) -> Predictor:
-    return Classifier(folder, batch_size)
-
-
-class Classifier:
-    """A trained sequence classifier (a model/ folder): `Classifier(folder)(["text", …])`
-    gives, per text, {"label", "score", "probs": {label: p}}. `predict` and the HTTP
-    service share this path."""
-
-    def __init__(self, folder: Path, batch_size: int = 32):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        config = self.model.config
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
-        self.batch_size = batch_size
-
-    def probabilities(self, texts: list[str]):
-        """Class probabilities, [len(texts), len(labels)]; texts run in length-sorted chunks
-        chosen by `length_chunks`, so short texts are not padded to the longest one."""
-        import numpy as np
-        import torch
-
-        from verticalize.tasks.classification import EncodedRecords, predict_proba
-
-        records = [{"text": t} for t in texts]
-        data = EncodedRecords(records, self.tokenizer, {}, self.tokenizer.model_max_length)
-        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        lengths = [len(item["input_ids"]) for item in data.items]
-        with torch.inference_mode():
-            for idx in length_chunks(lengths, self.batch_size):
-                chunk = [data[i] for i in idx]
-                out[idx] = predict_proba(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
-        return out
-
-    def __call__(self, texts: list[str]) -> list[dict]:
-        return label_results(self.probabilities(texts), self.labels)
+def load_predictor(folder: Path, batch_size: int = 32) -> Predictor:
+    """A function from texts to one result dict per text (the task plugin's predictor)."""
+    task = model_task(folder)
+    plugin = get_task(task)
+    if plugin.predictor is None:
+        covered = [n for n in task_names() if get_task(n).predictor is not None]
+        raise ModelError(
+            f"{folder}: `predict` covers {', '.join(covered)} models; this one is a {task} "
+            "model. Fix: use `verticalize eval` for its scores."
+        )
+    return plugin.predictor(folder, batch_size)
 
 
 def length_chunks(lengths: list[int], max_chunk: int, overhead_tokens: int = 64) -> list[list[int]]:

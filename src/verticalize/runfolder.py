@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verticalize import __version__
 from verticalize.config import Config
 from verticalize.errors import StageOrderError
+from verticalize.version import __version__
 
 STAGES = ("data", "train", "eval")
 

@@ -34,21 +34,22 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from verticalize.config import (
-    AGGREGATE_METRICS,
-    NER_METRICS,
     Config,
     SearchParam,
     _format_validation_error,
     _line_for,
     _line_index,
     apply_overrides,
-    check_metric_name,
     load_config,
+    validate_config,
 )
 from verticalize.console import console
+from verticalize.data import stage as data_stage
 from verticalize.errors import ConfigError, TrainingError, VerticalizeError
-from verticalize.evaluate.metrics import lower_is_better
+from verticalize.metrics import lower_is_better
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, write_json_atomic
+from verticalize.train import stage as train_stage
 
 SAMPLERS = ("grid", "random", "tpe")
 MAX_GRID = 100_000  # combinations; a larger grid is a budget nobody can spend
@@ -124,7 +125,7 @@ def _source(config: str | Path | Config, overrides: list[str] | None) -> Source:
         cfg = config
         if overrides:
             try:
-                cfg = Config.model_validate(raw)
+                cfg = validate_config(raw)
             except ValidationError as e:
                 raise ConfigError(_format_validation_error(e, file, {})) from None
             cfg.source_file = config.source_file
@@ -298,35 +299,16 @@ def tune_metric(src: Source) -> tuple[str, str, bool]:
     stop = cfg.train.early_stopping.metric
     metric = t.metric or stop
     loc = ("tune", "metric")
-    if cfg.task == "generation":
-        if metric not in ("loss", stop):
-            raise ConfigError(
-                f"{src.where(loc)}: tune.metric: {metric!r}: generation trials are scored by "
-                "their validation loss. Fix: use tune.metric: loss (perplexity ranks the same)."
-            )
-        metric = stop
-    elif "latency" in metric:
+    plugin = get_task(cfg.task)
+    if "latency" in metric and not plugin.lm_logits:
         raise ConfigError(
             f"{src.where(loc)}: tune.metric: {metric!r} is measured by eval on the test "
             f"split; tune scores trials on the validation split. Fix: use e.g. "
-            f"{'entity_f1_micro' if cfg.task == 'ner' else 'macro_f1'} or loss."
+            f"{plugin.main_metric} or loss."
         )
-    elif cfg.task == "ner":
-        kind, _, label = metric.partition(":")
-        if metric not in NER_METRICS and not (kind in ("f1", "precision", "recall") and label):
-            known = [m for m in NER_METRICS if "latency" not in m] + ["f1:<TYPE>"]
-            raise ConfigError(
-                f"{src.where(loc)}: tune.metric: unknown metric {metric!r}. Fix: use one "
-                f"of: {', '.join(known)}."
-            )
-    elif metric != "loss":
-        try:
-            check_metric_name(metric, cfg.data.labels, loc)
-        except ValueError as e:
-            known = list(AGGREGATE_METRICS) + ["loss", "f1:<label>"]
-            raise ConfigError(
-                f"{src.where(loc)}: tune.metric: {e}. Fix: use one of: {', '.join(known)}."
-            ) from None
+    metric, problem = plugin.tune_metric(metric, cfg)
+    if problem:
+        raise ConfigError(f"{src.where(loc)}: tune.metric: {problem}")
     natural = "minimize" if lower_is_better(metric) else "maximize"
     direction = t.direction or natural
     if direction != natural:
@@ -386,15 +368,13 @@ class _Study:
         return raw
 
     def run_trial(self, number: int, params: dict) -> tuple[float, bool, Path]:
-        from verticalize import api
-
         try:
-            cfg = Config.model_validate(self.trial_raw(params))
+            cfg = validate_config(self.trial_raw(params))
         except ValidationError as e:
             raise ConfigError(_format_validation_error(e, self.src.file, self.src.index)) from None
         cfg.source_file = self.cfg.source_file
         if cfg.train.mlflow and not cfg.train.mlflow_uri:  # trials track into the main store
-            from verticalize.registry.store import tracking_uri
+            from verticalize.mlflow_store import tracking_uri
 
             cfg.train.mlflow_uri = tracking_uri(cfg, self.base.root.parent)
             cfg.train.mlflow_experiment = cfg.train.mlflow_experiment or f"{cfg.name}-tune"
@@ -406,11 +386,11 @@ class _Study:
                 shutil.rmtree(trial.stage_dir("data"), ignore_errors=True)
                 shutil.copytree(self.base.stage_dir("data"), trial.stage_dir("data"))
         else:  # the trial changes data.*, seed or task: its own data stage
-            api.data(cfg, root)
-        result = api.train(cfg, root)
+            data_stage.run(cfg, trial)
+        result = train_stage.run(cfg, trial)
         scores = result.manifest.get("best_metric") or {}
         value = scores.get(self.metric)
-        if value is None and cfg.task == "generation" and len(scores) == 1:
+        if value is None and get_task(cfg.task).lm_logits and len(scores) == 1:
             value = next(iter(scores.values()))
         if value is None or not math.isfinite(value):
             raise TrainingError(
@@ -741,8 +721,6 @@ def tune(
             "tune needs Optuna, which is not installed. Fix: pip install 'optuna>=4,<6'."
         ) from None
 
-    from verticalize import api
-
     src = _source(config, overrides)
     cfg = src.cfg
     sampler = sampler or cfg.tune.sampler
@@ -761,7 +739,7 @@ def tune(
                 f"trials tries {budget} of them"
             )
 
-    data = api.data(cfg, run_dir)  # once; the trials copy it
+    data = data_stage.run(cfg, RunFolder(cfg, run_dir))  # once; the trials copy it
     study_state.base_data = data.manifest
     if not (data.manifest.get("splits") or {}).get("validation"):
         raise ConfigError(

@@ -16,8 +16,9 @@ from verticalize.data.conversations import (
 )
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.readers import read_rows
-from verticalize.data.sources import ResolvedSource, resolve
 from verticalize.errors import DataError
+from verticalize.plugins import get_task
+from verticalize.source_paths import ResolvedSource, resolve
 
 
 def label_from_bins(value: str, bins: dict[str, tuple[float, float]]) -> str | None:
@@ -133,12 +134,14 @@ def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
         if src.item and src.annotator:  # one row per (item, annotator): grouped later
             rec["item"] = str(fields.get(src.item))
             annotations = [{"annotator": str(fields.get(src.annotator)), "label": None}]
-        if spans is not None or annotations or task == "ner":  # spans, not a label, are needed
+        plugin = get_task(task)
+        label_of = plugin.parse_label or _label_of
+        if spans is not None or annotations or plugin.target == "spans":  # spans, not a label
             label, reason = (src.label_value, None) if src.label_value else (None, None)
             if fields.get(src.label) not in (None, ""):
-                label, reason = _label_of(fields, src, cfg)
+                label, reason = label_of(fields, src, cfg)
         else:
-            label, reason = _label_of(fields, src, cfg)
+            label, reason = label_of(fields, src, cfg)
         if reason:
             value = fields.get(src.label)
             _bad(cfg, quarantine, tally, reason, fields, where, field=src.label, value=value)

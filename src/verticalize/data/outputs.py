@@ -21,7 +21,7 @@ AUGMENT_CHUNK = 512  # train records augmented together (memory stays bounded)
 
 def resolve_path(path: str, base: Path) -> Path:
     """A file named in the YAML: relative to it, or pkg:<module>/<file> inside a package."""
-    from verticalize.data.sources import resolve
+    from verticalize.source_paths import resolve
 
     return resolve(path, "lines", base).file
 

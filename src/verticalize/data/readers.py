@@ -20,8 +20,8 @@ from typing import IO
 
 from verticalize.config import Source
 from verticalize.data.exports import doccano_fields, labelstudio_fields
-from verticalize.data.sources import ResolvedSource
-from verticalize.tasks.ner_tags import detect_scheme, read_tags
+from verticalize.data.tags import detect_scheme, read_tags
+from verticalize.source_paths import ResolvedSource
 
 csv.field_size_limit(sys.maxsize)
 _UNDECODABLE = re.compile("[\udc80-\udcff]")

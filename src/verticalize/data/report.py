@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jinja2 import Environment
 
-from verticalize.evaluate.report import bar_chart
+from verticalize.charts import bar_chart
 
 LENGTH_BINS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 

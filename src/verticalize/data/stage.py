@@ -24,10 +24,12 @@ from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
 from verticalize.data.process import STEPS, RecordProcessor
 from verticalize.data.report import DataStats, write_data_report
-from verticalize.data.sources import file_digest, resolve
+from verticalize.data.sources import file_digest
 from verticalize.data.split import SPLITS, assign_splits
 from verticalize.errors import DataError
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
+from verticalize.source_paths import resolve
 
 
 def data_fingerprint(cfg: Config) -> str:
@@ -158,8 +160,10 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         labels = d.labels or (list(d.label_bins) if d.label_bins else None)
         facts = [f for f in kept_facts if f[0] not in conflicted]
         labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
-        if cfg.task == "ner":
-            labels = sorted(entity_types)
+        plugin = get_task(cfg.task)
+        if plugin.labels_of is not None:
+            labels = plugin.labels_of(labels, entity_types)
+        if plugin.target == "spans":
             if not labels:
                 raise DataError(
                     f"{cfg.source_file}: no record has an entity span, so there is nothing to "
@@ -280,26 +284,12 @@ def split_class(rec: dict) -> str | None:
 
 def _has_label(rec: dict, cfg: Config, tally: StepTally, quarantine: Quarantine) -> bool:
     tally.n_in += 1
-    if cfg.task == "ner" and rec.get("spans") is None:
-        quarantine.put(
-            tally,
-            "missing_spans",
-            rec,
-            field="spans",
-            value=None,
-            detail="ner needs [[start, end, TYPE], …] on every record (an empty list is fine); "
-            "point data.sources[].spans at the field, or use a conll/doccano/labelstudio source",
-        )
-        return False
-    if cfg.task == "classification" and rec.get("label") in (None, ""):
-        quarantine.put(
-            tally,
-            "missing_label",
-            rec,
-            field="label",
-            value=None,
-            detail="classification needs a label on every record",
-        )
+    plugin = get_task(cfg.task)
+    target = plugin.target
+    missing = rec.get(target) is None if target == "spans" else rec.get(target) in (None, "")
+    if target is not None and missing:
+        reason = "missing_spans" if target == "spans" else f"missing_{target}"
+        quarantine.put(tally, reason, rec, field=target, value=None, detail=plugin.target_detail)
         return False
     tally.n_out += 1
     return True
@@ -307,10 +297,11 @@ def _has_label(rec: dict, cfg: Config, tally: StepTally, quarantine: Quarantine)
 
 def _check_classes(cfg: Config, facts: list, out_dir: Path) -> None:
     seen = sorted({str(f[1]) for f in facts})
-    if cfg.task == "classification" and len(seen) < 2:
+    need = get_task(cfg.task).min_classes
+    if need and len(seen) < need:
         raise DataError(
             f"{cfg.source_file}: after curation {len(facts)} records with labels {seen} remain; "
-            "classification needs at least two classes. Fix: check data.sources[].label and "
+            f"{cfg.task} needs at least {need} classes. Fix: check data.sources[].label and "
             f"{out_dir / 'quarantine.jsonl'}."
         )
     if len(facts) < 3:

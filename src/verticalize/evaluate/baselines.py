@@ -20,7 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from verticalize.evaluate.metrics import classification_metrics
+from verticalize.metrics import classification_metrics
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from verticalize.errors import EvalError
-from verticalize.evaluate.metrics import classification_metrics, metric_value
 from verticalize.evaluate.significance import mcnemar, paired_bootstrap
+from verticalize.metrics import classification_metrics, metric_value
+from verticalize.plugins import get_task, task_names
 from verticalize.runfolder import read_jsonl, write_json_atomic
 
 SAME_SPLIT_FIX = "Fix: evaluate both runs on the same data split (same data section and seed)."
@@ -50,7 +51,7 @@ def _load_run(run: Path, other: Path) -> dict:
             f"{other}. Fix: re-run `verticalize eval <yaml> --run-dir {run} --force`."
         ) from e
     task = report.get("task", "classification")
-    if task != "classification":
+    if task not in task_names() or not get_task(task).supports("compare"):
         raise EvalError(
             f"{files['report']}: task is {task!r}; --compare handles classification runs only "
             f"(comparing {run} with {other}). Fix: compare two classification runs."

@@ -10,6 +10,7 @@ import re
 import yaml
 
 from verticalize.config import Config
+from verticalize.plugins import get_task
 
 PIPELINE_TAG = {
     "classification": "text-classification",
@@ -295,14 +296,22 @@ def limitations(
                 "It does not beat every simple baseline (see Evaluation): consider "
                 "the baseline for this use."
             )
-    if cfg.task == "generation":
-        found.append("Generated text can be fluent and wrong; check facts before use.")
+    found += get_task(cfg.task).card_limitations
     return ["## Limitations", "", *[f"- {x}" for x in found], ""]
 
 
 def usage(cfg: Config, info: dict) -> list[str]:
+    """How to serve and call the model: the task's own lines (TaskPlugin.card_usage)."""
+    plugin = get_task(cfg.task)
+    if plugin.card_usage is not None:
+        return plugin.card_usage(cfg, info)
+    return usage_lines(info, plugin.routes[0] if plugin.routes else None, [])
+
+
+def usage_lines(info: dict, route: str | None, python: list[str]) -> list[str]:
+    """The "How to use" section: serve the folder, call `/v1/<route>` (or chat completions
+    when route is None), then the `python` lines."""
     out = ["## How to use", "", "Serve this folder over HTTP (OpenAI-compatible routes too):", ""]
-    route = {"classification": "classify", "ner": "ner"}.get(cfg.task)
     out += ["```bash", "verticalize serve path/to/this/folder --port 8000"]
     if info.get("onnx_int8"):
         out.append("verticalize serve path/to/this/folder --runtime onnx   # the INT8 model")
@@ -317,29 +326,8 @@ def usage(cfg: Config, info: dict) -> list[str]:
             'application/json\' -d \'{"messages": [{"role": "user", '
             '"content": "…"}]}\''
         )
-    out += ["```", "", "From Python:", "", "```python"]
-    if cfg.task == "classification":
-        out += [
-            "from transformers import pipeline",
-            'clf = pipeline("text-classification", model="path/to/this/folder")',
-        ]
-        if info.get("onnx_int8"):
-            out += [
-                "",
-                "from verticalize.export.onnx import OnnxClassifier",
-                'probs = OnnxClassifier("path/to/this/folder").predict_proba(["a text"])',
-            ]
-    elif cfg.task == "ner":
-        out += [
-            "from verticalize import api",
-            'api.predict("path/to/this/folder", ["a text"])  # entities with offsets',
-        ]
-    else:
-        out += [
-            "from transformers import pipeline",
-            'gen = pipeline("text-generation", model="path/to/this/folder")',
-            'gen([{"role": "user", "content": "…"}], max_new_tokens=64)',
-        ]
+    if python:
+        out += ["```", "", "From Python:", "", "```python", *python]
     return out + ["```", ""]
 
 

@@ -12,9 +12,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from verticalize.config import MAIN_METRIC, Config
-from verticalize.console import console
+from verticalize.config import Config
 from verticalize.errors import ExportError
+from verticalize.plugins import get_task
 from verticalize.runfolder import (
     RunFolder,
     StageResult,
@@ -116,61 +116,6 @@ def numeric(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def measure_onnx(cfg: Config, folder: RunFolder, model_out: Path, test: list[dict]) -> dict:
-    """ONNX fp32 (+ INT8) under export/model/onnx/, measured against torch on the test split."""
-    from verticalize.export.onnx import (
-        FP32_FILE,
-        INT8_FILE,
-        ONNX_DIR,
-        export_classifier,
-        quantize_int8,
-    )
-    from verticalize.export.runtimes import compare_runtimes, publish_decision
-
-    onnx_dir = model_out / ONNX_DIR
-    console.print("export: ONNX (dynamo exporter, dynamic batch and sequence axes)")
-    export_classifier(folder.model_dir, onnx_dir / FP32_FILE)
-    if cfg.export.quantize:
-        console.print("export: INT8 dynamic quantization (ONNX Runtime)")
-        quantize_int8(onnx_dir / FP32_FILE, onnx_dir / INT8_FILE)
-    labels = json.loads((model_out / "config.json").read_text("utf-8"))["id2label"]
-    metric = cfg.export.metric or MAIN_METRIC[cfg.task]
-    console.print(f"export: scoring torch / ONNX on {len(test)} test records, timing one at a time")
-    r = compare_runtimes(
-        folder.model_dir,
-        model_out,
-        test,
-        [labels[str(i)] for i in range(len(labels))],
-        metric,
-        cfg.model.max_length,
-        cfg.eval.batch_size,
-        cfg.export.latency_examples,
-        cfg.export.quantize,
-    )
-    fields = {
-        **r,
-        "onnx": f"{ONNX_DIR}/{FP32_FILE}",
-        "onnx_int8": f"{ONNX_DIR}/{INT8_FILE}" if cfg.export.quantize else None,
-        "metric_drop": None,
-        "latency_ratio": None,
-        "size_ratio": None,
-    }
-    if cfg.export.quantize:
-        lat, size = r["latency_ms"], r["size_bytes"]
-        drop, reason = publish_decision(
-            metric, r["metrics"]["torch"], r["metrics"]["onnx_int8"], cfg.export.max_metric_drop
-        )
-        fields |= {
-            "metric_drop": drop,
-            "latency_ratio": lat["onnx_int8"] / lat["torch"],
-            "size_ratio": size["onnx_int8"] / size["torch"],
-            "published": reason is None,
-            "reason": reason,
-        }
-    fields["metrics"].setdefault("onnx_int8", None)
-    return fields
-
-
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     data_m = folder.require("data", "export")
     train_m = folder.require("train", "export")
@@ -205,7 +150,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     from verticalize.data.outputs import read_split
 
     test = read_split(cfg, folder.root, "test") if test_sha else []
-    metric = cfg.export.metric or MAIN_METRIC[cfg.task]
+    plugin = get_task(cfg.task)
+    metric = cfg.export.metric or plugin.main_metric
     model_metrics = numeric(report["model"]["metrics"]) if report else {}
     fields: dict = {
         "published": True,
@@ -223,7 +169,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "onnx_reason": None,
         "merged": merged,
     }
-    if cfg.task != "classification":
+    if plugin.export_formats is None:
         fields["onnx_reason"] = NO_ONNX_TASKS
     else:
         set_max_length(model_out, cfg.model.max_length)
@@ -234,14 +180,14 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         elif not test:
             fields["onnx_reason"] = f"{test_file}: the test split is empty or missing"
         else:
-            fields |= measure_onnx(cfg, folder, model_out, test)
+            fields |= plugin.export_formats(cfg, folder, model_out, test)
             torch_metrics = numeric(fields.pop("torch_test_metrics"))
             model_metrics = model_metrics or torch_metrics
     info = {
         "task": cfg.task,
         "name": cfg.name,
         "domain": cfg.domain,
-        "labels": _labels(cfg, model_out, data_m),
+        "labels": plugin.export_labels(cfg, model_out, data_m),
         "base_model": train_m.get("base_model") or cfg.model.base,
         "version": f"{cfg.name}-{train_m['fingerprint'][:8]}",
         "metric": metric,
@@ -280,15 +226,6 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         manifest=manifest,
         outputs={"model": str(model_out), "card": str(model_out / CARD_FILE)},
     )
-
-
-def _labels(cfg: Config, model_out: Path, data_m: dict) -> list[str]:
-    if cfg.task == "classification":  # the logits' order
-        id2label = json.loads((model_out / "config.json").read_text("utf-8"))["id2label"]
-        return [id2label[str(i)] for i in range(len(id2label))]
-    if cfg.task == "ner":  # entity types; a generation run's "labels" are template names
-        return list(data_m.get("labels") or [])
-    return []
 
 
 def _write_card(cfg, model_out, info, data_m, train_m, report, fields, test, merged) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from verticalize.config import TrainConfig
-from verticalize.plan.memory import peak_rss_bytes
+from verticalize.models.memory import peak_rss_bytes
 from verticalize.train.loop import enable_activation_checkpointing, epoch_order
 
 

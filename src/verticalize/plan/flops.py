@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from verticalize.plan.architecture import (
+from verticalize.models.architecture import (
     lowest_trainable,
     model_dims,
     positions,

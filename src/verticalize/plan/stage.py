@@ -9,13 +9,14 @@ import math
 
 from verticalize.config import Config, FreezeConfig, ModelConfig
 from verticalize.console import console
+from verticalize.models import memory
 from verticalize.models.adapt import count_parameters
-from verticalize.plan import memory
-from verticalize.plan.architecture import model_dims
+from verticalize.models.architecture import model_dims
 from verticalize.plan.calibrate import calibrate, epoch_batches, padded_tokens
 from verticalize.plan.flops import flops_per_token
 from verticalize.plan.recommend import recommend
 from verticalize.plan.workload import Workload, build_workload
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, write_json_atomic
 
 PRECISIONS = ("fp32", "bf16")
@@ -102,7 +103,7 @@ CONVENTIONS = {
     "lowest trainable parameter + 2 × trainable matmul weights; N excludes embedding lookups",
     "peak_memory_bytes": "analytic: weights + fp32 gradients + AdamW states + allocator factor × "
     "the blocks' working set + max(LM logits, an evaluation batch) + runtime (this process's "
-    "RSS less the model, + the first step's non-tensor memory); see verticalize.plan.memory",
+    "RSS less the model, + the first step's non-tensor memory); see verticalize.models.memory",
     "calibration.peak_rss_bytes": "this process's peak after the calibration steps (no "
     "evaluation): when it is above peak_memory_bytes, trust the larger",
     "est_seconds": "calibrated seconds per padded token × padded tokens × epochs, plus "
@@ -124,7 +125,7 @@ def method_config(cfg: Config, method: str, work: Workload) -> ModelConfig:
     """The model section for `method`: the configured settings, or sensible ones."""
     update: dict = {"method": method}
     if method == "freeze" and cfg.model.method != "freeze":
-        if cfg.task == "generation":  # a causal LM has no separate head to train alone
+        if not work.freeze_head:  # a causal LM has no separate head to train alone
             layers = model_dims(work.base).layers
             update["freeze"] = FreezeConfig(layers=layers // 2)
         else:
@@ -143,15 +144,15 @@ def describe(model, work: Workload, cfg: Config, runtime: int, method: str) -> d
         flops += flops_per_token(model, mean_len, cfg.train.gradient_checkpointing)["total"] * (
             p.tokens * p.epochs
         )
-    t = cfg.train
+    t, lm = cfg.train, get_task(cfg.task).lm_logits
     mem = {
-        prec: memory.training_memory(model, t, seq, cfg.task, prec, runtime).as_dict()
+        prec: memory.training_memory(model, t, seq, lm, prec, runtime).as_dict()
         for prec in PRECISIONS
     }
     prec = memory.PRECISIONS[t.mixed_precision]
     by_batch = {
         str(b): memory.training_memory(
-            model, t.model_copy(update={"batch_size": b}), seq, cfg.task, prec, runtime
+            model, t.model_copy(update={"batch_size": b}), seq, lm, prec, runtime
         ).total
         for b in BATCHES
     }

@@ -10,10 +10,10 @@ rollback, and models:/ URIs resolved to local folders.
     alias_version(name, alias, uri)  one cheap query, for hot-reload polling
 """
 
+from verticalize.mlflow_store import alias_version, list_versions, tracking_uri
 from verticalize.registry.promote import promote, rollback
 from verticalize.registry.register import register
 from verticalize.registry.resolve import resolve
-from verticalize.registry.store import alias_version, list_versions, tracking_uri
 
 __all__ = [
     "alias_version",

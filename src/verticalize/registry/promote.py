@@ -7,7 +7,7 @@ import json
 import time
 
 from verticalize.errors import RegistryError
-from verticalize.registry.store import (
+from verticalize.mlflow_store import (
     CHALLENGER,
     CHAMPION,
     HISTORY_TAG,
@@ -67,7 +67,7 @@ def promote(
     (lower-is-better metrics such as loss must drop by it). `force` skips the margin, never the
     test-set check. The old champion goes onto the history stack. Refusals raise
     RegistryError (exit 9) with both values."""
-    from verticalize.evaluate.metrics import lower_is_better  # sklearn: only when promoting
+    from verticalize.metrics import lower_is_better  # sklearn: only when promoting
 
     client = require_client(tracking_uri)
     with mlflow_errors(tracking_uri):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from verticalize.config import MAIN_METRIC, Config
+from verticalize.config import Config
 from verticalize.errors import RegistryError
-from verticalize.registry.store import (
+from verticalize.mlflow_store import (
     CHALLENGER,
     CHAMPION,
     METRIC_TAG,
@@ -23,12 +23,16 @@ from verticalize.registry.store import (
     TEST_TAG,
     TRAIN_TAG,
     VALUE_TAG,
-    artifact_root,
+    experiment_id,
+    flat_params,
     mlflow_errors,
+    mlflow_key,
+    numeric_metrics,
     open_client,
     tracking_uri,
     versions,
 )
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, file_sha256
 
 # run files copied next to the model as lineage (relative to the run folder)
@@ -40,7 +44,7 @@ LINEAGE_FILES = (
     "export/manifest.json",
 )
 # MLflow limits (mlflow.utils.validation): key length, param value length, params per batch
-MAX_KEY, MAX_PARAM_VALUE, PARAMS_PER_BATCH = 250, 6000, 100
+PARAMS_PER_BATCH = 100
 
 
 @dataclass
@@ -57,21 +61,6 @@ class ExportedModel:
     base_model: str
     label: str
     export_manifest: dict
-
-
-def numeric_metrics(metrics: dict) -> dict[str, float]:
-    """Top-level numbers plus per-class / per-type ones as `f1:<label>` (booleans dropped)."""
-    out = {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
-    for group in ("per_class", "per_type"):
-        for label, scores in (metrics.get(group) or {}).items():
-            for k, v in (scores or {}).items():
-                if isinstance(v, int | float) and not isinstance(v, bool):
-                    out.setdefault(f"{k}:{label}", float(v))
-    return out
 
 
 def _read_json(path: Path) -> dict:
@@ -120,7 +109,7 @@ def read_export(cfg: Config, folder: RunFolder) -> ExportedModel:
     # the report adds per-class scores (f1:<label>) to the card's flat numbers
     metrics = numeric_metrics(report.get("model", {}).get("metrics") or {})
     metrics |= numeric_metrics(card.get("metrics") or {})
-    metric = cfg.registry.metric or card.get("metric") or MAIN_METRIC[cfg.task]
+    metric = cfg.registry.metric or card.get("metric") or get_task(cfg.task).main_metric
     if metric not in metrics:
         raise RegistryError(
             f"registry.metric: {metric!r} was not measured on the test split of {folder.root} "
@@ -159,41 +148,12 @@ def _test_sha256(folder: RunFolder) -> str | None:
     return None
 
 
-def flat_params(obj, prefix: str = "") -> dict[str, str]:
-    """The config as `section.key` → text params, cut to MLflow's key and value limits."""
-    out: dict[str, str] = {}
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, list) and any(isinstance(x, dict | list) for x in obj):
-        items = enumerate(obj)
-    else:
-        text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
-        return {prefix[:MAX_KEY]: text[:MAX_PARAM_VALUE]}
-    for k, v in items:
-        out |= flat_params(v, f"{prefix}.{k}" if prefix else str(k))
-    return out
-
-
-def _mlflow_key(name: str) -> str:
-    # MLflow metric names allow letters, digits and _ - . space / : only
-    return "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in name)[:MAX_KEY]
-
-
-def _experiment_id(client, name: str, uri: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        return client.create_experiment(name, artifact_location=artifact_root(uri))
-    if exp.lifecycle_stage == "deleted":
-        client.restore_experiment(exp.experiment_id)
-    return exp.experiment_id
-
-
 def _log_run(client, uri: str, name: str, cfg: Config, folder: RunFolder, ex: ExportedModel):
     """One finished MLflow run holding the config, metrics, lineage files and model files."""
     from mlflow.entities import Metric, Param, RunStatus
 
     run = client.create_run(
-        _experiment_id(client, name, uri),
+        experiment_id(client, name, uri),
         run_name=ex.label,
         tags={TRAIN_TAG: ex.train_fingerprint, RUN_DIR_TAG: str(folder.root)},
     )
@@ -210,7 +170,7 @@ def _log_run(client, uri: str, name: str, cfg: Config, folder: RunFolder, ex: Ex
         for k in ("metric_drop", "latency_ratio", "size_ratio"):
             scores[f"export.{k}"] = export_m.get(k)
         metrics = [
-            Metric(_mlflow_key(k), float(v), now, 0)
+            Metric(mlflow_key(k), float(v), now, 0)
             for k, v in scores.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         ]

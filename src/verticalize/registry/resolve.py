@@ -10,14 +10,14 @@ import urllib.parse
 from pathlib import Path
 
 from verticalize.errors import RegistryError
-from verticalize.models.gguf import cache_dir
-from verticalize.registry.store import (
+from verticalize.mlflow_store import (
     aliases_by_version,
     get_model,
     mlflow_errors,
     require_client,
     versions,
 )
+from verticalize.models.gguf import cache_dir
 
 FORMS = "models:/<name>@<alias> (e.g. models:/drug-reviews@champion) or models:/<name>/<version>"
 

@@ -17,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from verticalize import __version__
 from verticalize.config import ServeConfig
 from verticalize.errors import VerticalizeError
 from verticalize.serve import openai_api, task_api
@@ -26,6 +25,7 @@ from verticalize.serve.handling import ApiError, ServeState, error_body, state_o
 from verticalize.serve.openai_schema import ERRORS, ReloadRequest
 from verticalize.serve.routing import Reloader, Router, make_loader
 from verticalize.serve.targets import Resolved, resolve_target
+from verticalize.version import __version__
 
 log = logging.getLogger("verticalize.serve")
 

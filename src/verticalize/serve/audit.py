@@ -101,7 +101,7 @@ class AuditLog:
 
     @staticmethod
     def _directives() -> str:
-        from verticalize import __version__
+        from verticalize.version import __version__
 
         start = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
         return (

@@ -2,9 +2,8 @@
 
 An engine knows its task, its version and which kinds of work it does ("classify", "ner",
 "embed", "generate", "stream"); `run_batch(key, items)` is what the batcher calls in the
-worker thread. Classification shares `verticalize.predict.Classifier` with `predict` (or runs
-the exported INT8 ONNX model), NER uses `tasks.ner.Tagger`, generation lives in
-`serve.generation`. Every model also gives embeddings: mean-pooled, L2-normalised last
+worker thread. Each task plugin brings its engine (`TaskPlugin.engine`), a subclass of
+`Engine`. Every model also gives embeddings: mean-pooled, L2-normalised last
 hidden states of its encoder / backbone / decoder.
 """
 
@@ -21,19 +20,13 @@ import numpy as np
 import torch
 
 from verticalize.errors import ServeError
+from verticalize.plugins import get_task
 
 INFO_FILE = "verticalize.json"  # written by export (H1): version, metrics, labels …
 
 # a batch is run as length-sorted chunks of this many texts: on CPU, larger chunks gain
 # little per text and pad short texts to the longest one (bench/serve.py)
 CHUNK = 32
-
-# which kinds of work each task's engine does; the routes check this
-KINDS = {
-    "classification": ("classify", "embed"),
-    "ner": ("ner", "embed"),
-    "generation": ("generate", "stream", "embed"),
-}
 
 
 def model_info(folder: Path) -> dict:
@@ -79,6 +72,7 @@ class Engine(ABC):
     """A loaded model version. Subclasses set task, tokenizer and the kinds they run."""
 
     task = ""
+    kinds: tuple[str, ...] = ()  # the kinds of work it does; the routes check this
 
     def __init__(self, folder: Path, version: str | None = None):
         self.folder = folder
@@ -88,10 +82,6 @@ class Engine(ABC):
         self.tokenizer: Any = None
         self.counter: Any = None  # a tokenizer copy used only on the event loop thread
         self.max_tokens = 512  # the model's own input limit, in tokens
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return KINDS[self.task]
 
     def _set_tokenizer(self, tokenizer, model_limit: int | None) -> None:
         self.tokenizer = tokenizer
@@ -154,98 +144,19 @@ class Engine(ABC):
                 setattr(self, name, None)
 
 
-class ClassificationEngine(Engine):
-    task = "classification"
-
-    def __init__(self, folder: Path, runtime: str = "torch", version: str | None = None):
-        super().__init__(folder, version)
-        from verticalize.predict import Classifier
-
-        self.runtime = runtime
-        self._encoder: torch.nn.Module | None = None
-        if runtime == "onnx":
-            self.onnx = _onnx_classifier(folder)
-            self.labels = list(self.onnx.labels)
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            self._set_tokenizer(tokenizer, _position_limit(folder))
-        else:
-            self.classifier = Classifier(folder, batch_size=CHUNK)
-            self.labels = self.classifier.labels
-            config = self.classifier.model.config
-            limit = getattr(config, "max_position_embeddings", None)
-            self._set_tokenizer(self.classifier.tokenizer, limit)
-
-    def _run_classify(self, key: Hashable, texts: list[str]) -> list[dict]:
-        from verticalize.predict import label_results
-
-        if self.runtime == "onnx":
-            return label_results(self.onnx.predict_proba(texts), self.labels)
-        return self.classifier(texts)
-
-    def _embed_model(self) -> torch.nn.Module:
-        if self.runtime != "onnx":
-            return encoder_of(self.classifier.model)
-        if self._encoder is None:  # the ONNX graph ends in logits; embeddings need the encoder
-            from transformers import AutoModel
-
-            self._encoder = AutoModel.from_pretrained(self.folder).eval()
-        return self._encoder
-
-
-def _onnx_classifier(folder: Path):
-    from verticalize.errors import VerticalizeError
-    from verticalize.export.onnx import OnnxClassifier
-
-    try:
-        return OnnxClassifier(folder, quantized=True)
-    except VerticalizeError as e:  # no onnx/model.int8.onnx: say how to get one
-        raise ServeError(f"serve.runtime is onnx, but {e} Or set serve.runtime: torch.") from None
-
-
-def _position_limit(folder: Path) -> int | None:
-    try:
-        config = json.loads((folder / "config.json").read_text("utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return config.get("max_position_embeddings")
-
-
-class NerEngine(Engine):
-    task = "ner"
-
-    def __init__(self, folder: Path, version: str | None = None):
-        super().__init__(folder, version)
-        from verticalize.tasks.ner import Tagger
-
-        self.tagger = Tagger(folder, batch_size=CHUNK)
-        self.labels = sorted({t.split("-", 1)[-1] for t in self.tagger.tags if t != "O"})
-        limit = getattr(self.tagger.model.backbone.config, "max_position_embeddings", None)
-        self._set_tokenizer(self.tagger.tokenizer, limit)
-        self.max_tokens = min(self.max_tokens, int(self.tagger.max_length))
-
-    @torch.inference_mode()
-    def _run_ner(self, key: Hashable, texts: list[str]) -> list[list[dict]]:
-        return self.tagger(texts)
-
-    def _embed_model(self) -> torch.nn.Module:
-        return self.tagger.model.backbone
-
-
 def load_engine(
     folder: Path, task: str, runtime: str = "torch", version: str | None = None
 ) -> Engine:
-    """The engine for a model folder of `task` (from verticalize.predict.model_task)."""
-    if task == "classification":
-        return ClassificationEngine(folder, runtime, version)
-    if runtime == "onnx":
+    """The engine for a model folder of `task` (from verticalize.predict.model_task): the task
+    plugin's own."""
+    plugin = get_task(task)
+    if plugin.engine is None:
+        raise ServeError(
+            f"{folder}: task {task!r} has no serving engine. Fix: serve another model."
+        )
+    if runtime == "onnx" and not plugin.supports("onnx_runtime"):
         raise ServeError(
             f"{folder}: serve.runtime onnx covers classification models; this one is {task}. "
             "Fix: set serve.runtime: torch."
         )
-    if task == "ner":
-        return NerEngine(folder, version)
-    from verticalize.serve.generation import GenerationEngine
-
-    return GenerationEngine(folder, version)
+    return plugin.engine(folder, runtime, version)

@@ -95,19 +95,22 @@ def pick_slot(request: Request, kind: str, model: str | None = None) -> ModelSlo
         raise ApiError(
             400,
             f"this server runs a {slot.engine.task} model ({slot.version}), which does not do "
-            f"{kind}. Routes for {slot.engine.task}: {', '.join(routes_for(slot.engine.task))}.",
+            f"{kind}. Routes for {slot.engine.task}: {', '.join(routes_for(slot.engine.kinds))}.",
             "unsupported_task",
         )
     return slot
 
 
-def routes_for(task: str) -> list[str]:
-    routes = {
-        "classification": ["/v1/classify", "/v1/embeddings"],
-        "ner": ["/v1/ner", "/v1/embeddings"],
-        "generation": ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"],
-    }
-    return routes[task]
+ROUTES = {  # the routes that ask an engine for each kind of work
+    "classify": ["/v1/classify"],
+    "ner": ["/v1/ner"],
+    "generate": ["/v1/chat/completions", "/v1/completions"],
+    "embed": ["/v1/embeddings"],
+}
+
+
+def routes_for(kinds: tuple[str, ...]) -> list[str]:
+    return [route for kind in kinds for route in ROUTES.get(kind, [])]
 
 
 def submit(slot: ModelSlot, state: ServeState, key: Hashable, items: list) -> asyncio.Future:

@@ -180,10 +180,15 @@ class ModelList(BaseModel):
 
 
 class ClassifyItem(BaseModel):
+    """One text's answer. classification: label, score (its probability), probs; multilabel:
+    labels over their thresholds, probs per label, label / score of the likeliest; regression:
+    score (the predicted value) only."""
+
     index: int
-    label: str
+    label: str | None = None
     score: float
-    probs: dict[str, float]
+    probs: dict[str, float] | None = None
+    labels: list[str] | None = None
 
 
 class ClassifyResponse(BaseModel):

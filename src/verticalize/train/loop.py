@@ -22,7 +22,7 @@ from accelerate.utils import broadcast_object_list
 
 from verticalize.config import TrainConfig
 from verticalize.console import progress_bar
-from verticalize.evaluate.metrics import lower_is_better, metric_value
+from verticalize.metrics import lower_is_better, metric_value
 from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,

@@ -8,7 +8,8 @@ import shutil
 from accelerate.utils import set_seed
 
 from verticalize.config import TRAIN_RUNTIME_FIELDS, Config
-from verticalize.plan.memory import peak_rss_bytes
+from verticalize.models.memory import peak_rss_bytes
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
 from verticalize.train.distributed import (
     check_strategy,
@@ -28,21 +29,8 @@ def train_fingerprint(cfg: Config, data_manifest: dict) -> str:
         cfg.train.model_dump(mode="json", exclude=TRAIN_RUNTIME_FIELDS),
         cfg.seed,
         data_manifest["fingerprint"],
-        *task_sections(cfg),
+        *get_task(cfg.task).fingerprint_sections(cfg),
     )
-
-
-def task_sections(cfg: Config) -> list[dict]:
-    """The task's own config section, when it has one (a changed head means retraining)."""
-    if cfg.task == "generation":
-        return [
-            cfg.generation.model_dump(
-                mode="json", exclude={"eval_generations", "report_samples", "max_new_tokens"}
-            )
-        ]
-    if cfg.task == "ner":
-        return [cfg.ner.model_dump(mode="json")]
-    return []
 
 
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
@@ -77,18 +65,9 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
 def _train(cfg, folder, out_dir, data_manifest, fp, tracker) -> StageResult:
     check = memory_check(cfg)
-    if cfg.task == "generation":
-        from verticalize.train.generation import train_generation
-
-        fields = train_generation(cfg, folder, out_dir, tracker, check)
-    elif cfg.task == "ner":
-        from verticalize.train.ner import train_ner
-
-        fields = train_ner(cfg, folder, out_dir, data_manifest["labels"], tracker, check)
-    else:
-        from verticalize.train.classification import train_classification
-
-        fields = train_classification(cfg, folder, out_dir, data_manifest["labels"], tracker, check)
+    fields = get_task(cfg.task).train(
+        cfg, folder, out_dir, data_manifest.get("labels") or [], tracker, check
+    )
     if not is_main_process():  # rank 0 writes the model and the manifest
         return StageResult("train", skipped=False, manifest={})
     manifest = folder.write_manifest(
@@ -113,10 +92,10 @@ def memory_check(cfg: Config):
     def check(model, items) -> None:
         from dataclasses import fields, replace
 
-        from verticalize.plan.memory import guard_memory, training_memory
+        from verticalize.models.memory import guard_memory, training_memory
 
         seq_len = max((len(x["input_ids"]) for x in items), default=1)
-        estimate = training_memory(model, cfg.train, seq_len, cfg.task)
+        estimate = training_memory(model, cfg.train, seq_len, get_task(cfg.task).lm_logits)
         if cfg.train.distributed.strategy == "fsdp" and (w := world_size()) > 1:
             # gradients and AdamW states are sharded; each process still loads the whole
             # model before sharding it, so its weights count in full

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from verticalize.config import load_config
 from verticalize.errors import RegistryError
-from verticalize.registry.store import RUN_DIR_TAG, mlflow_errors, open_client, tracking_uri
+from verticalize.mlflow_store import RUN_DIR_TAG, mlflow_errors, open_client, tracking_uri
 from verticalize.runfolder import RunFolder
 from verticalize.train.tracking import (
     BEST_TAG,

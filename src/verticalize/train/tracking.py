@@ -24,10 +24,19 @@ from pathlib import Path
 import yaml
 from rich.markup import escape
 
-from verticalize.config import MAIN_METRIC, Config
+from verticalize.config import Config
 from verticalize.console import console
-from verticalize.registry.register import _experiment_id, _mlflow_key, flat_params, numeric_metrics
-from verticalize.registry.store import RUN_DIR_TAG, TRAIN_TAG, open_client, tracking_uri
+from verticalize.mlflow_store import (
+    RUN_DIR_TAG,
+    TRAIN_TAG,
+    experiment_id,
+    flat_params,
+    mlflow_key,
+    numeric_metrics,
+    open_client,
+    tracking_uri,
+)
+from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, read_jsonl, write_json_atomic
 from verticalize.train.distributed import is_main_process  # only rank 0 tracks
 
@@ -65,7 +74,7 @@ def metric_points(row: dict, label: str) -> list[tuple[str, float, int, int]]:
     prefix = event if label == "train" else f"{label}/{event}"
     now, step = int(time.time() * 1000), int(row.get("step") or 0)
     return [
-        (_mlflow_key(f"{prefix}/{k}"), float(v), now, step)
+        (mlflow_key(f"{prefix}/{k}"), float(v), now, step)
         for k, v in row.items()
         if k not in ("step", "event") and isinstance(v, int | float) and not isinstance(v, bool)
     ]
@@ -183,11 +192,11 @@ def attach_run(client, cfg: Config, folder: RunFolder, resume: bool) -> tuple[st
         "domain": cfg.domain,
         "base_model": str(cfg.model.base),
         "method": cfg.model.method,
-        MAIN_METRIC_TAG: MAIN_METRIC[cfg.task],
+        MAIN_METRIC_TAG: get_task(cfg.task).main_metric,
         RUN_DIR_TAG: str(folder.root),
         TRAIN_TAG: fp or "",
     }
-    run = client.create_run(_experiment_id(client, experiment, uri), tags=tags, run_name=name)
+    run = client.create_run(experiment_id(client, experiment, uri), tags=tags, run_name=name)
     run_id = run.info.run_id
     from mlflow.entities import Param
 
@@ -229,7 +238,7 @@ def log_train_summary(client, run_id: str, manifest: dict, final_loss: float | N
     tags = []
     for name, value in (manifest.get("best_metric") or {}).items():
         key = name if name.startswith("val_") else f"val_{name}"
-        values[_mlflow_key(f"summary/best_{key}")] = value
+        values[mlflow_key(f"summary/best_{key}")] = value
         tags.append(RunTag(BEST_TAG, key))
     metrics = [
         Metric(k, float(v), now, 0)
@@ -292,7 +301,7 @@ def _log_results(client, run_id: str, cfg: Config, folder: RunFolder, registered
     eval_m = folder.read_manifest("eval") or {}
     scores["summary/eval_seconds"] = eval_m.get("seconds")
     metrics = [
-        Metric(_mlflow_key(k), float(v), now, 0)
+        Metric(mlflow_key(k), float(v), now, 0)
         for k, v in scores.items()
         if isinstance(v, int | float) and math.isfinite(v)
     ]
@@ -323,9 +332,10 @@ def _log_results(client, run_id: str, cfg: Config, folder: RunFolder, registered
 def _backfill(client, run_id: str, cfg: Config, folder: RunFolder) -> None:
     """Per-step metrics of a training that was not tracked live, from its metrics.jsonl."""
     train_dir = folder.stage_dir("train")
-    logs = [(train_dir / "metrics.jsonl", "train")]
-    if cfg.task == "generation":
-        logs = [(train_dir / kind / "metrics.jsonl", kind) for kind in cfg.generation.stages]
+    logs = [
+        (train_dir / sub / "metrics.jsonl", sub or "train")
+        for sub in get_task(cfg.task).train_logs(cfg)
+    ]
     points, final_loss = [], None
     for path, label in logs:
         for row in read_jsonl(path) if path.is_file() else []:

@@ -9,7 +9,7 @@ micro precision and recall.
 
 from __future__ import annotations
 
-from verticalize.tasks.ner_tags import entities
+from verticalize.data.tags import entities
 
 
 def _div(a: int | float, b: int | float) -> float:

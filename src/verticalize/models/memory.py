@@ -38,7 +38,7 @@ from torch import nn
 from verticalize.config import TrainConfig
 from verticalize.console import console
 from verticalize.errors import TrainingError
-from verticalize.plan.architecture import activation_elements_per_token, model_dims
+from verticalize.models.architecture import activation_elements_per_token, model_dims
 
 GB = 1e9
 ALLOCATOR_FACTOR = 0.95  # RSS growth per byte of the blocks' working set, fitted here
@@ -75,20 +75,20 @@ def step_heap_bytes(model, batch: int, seq_len: int, elem: float) -> float:
     return batch * seq_len * activation_elements_per_token(model, seq_len, saved=False) * elem
 
 
-def step_large_bytes(model, batch: int, seq_len: int, task: str) -> float:
+def step_large_bytes(model, batch: int, seq_len: int, lm_logits: bool) -> float:
     """Tensors too large for the heap (mmap'd, freed at once): a causal LM's logits, their
     log-softmax and its gradient, all fp32."""
-    if task != "generation":
+    if not lm_logits:
         return 0.0
     return 3.0 * batch * seq_len * model_dims(model).vocab * 4
 
 
-def eval_bytes(model, batch: int, seq_len: int, task: str, elem: float) -> float:
+def eval_bytes(model, batch: int, seq_len: int, lm_logits: bool, elem: float) -> float:
     """The largest transient of a no-grad evaluation batch: attention probabilities and the
     MLP of one block, or a causal LM's logits (evaluation batches hold about 2^28 / vocab
     tokens, see tasks.generation.negative_log_likelihood)."""
     d = model_dims(model)
-    if task == "generation":
+    if lm_logits:
         tokens = max(256, (256 << 20) // d.vocab)
         return 2.0 * tokens * d.vocab * 4 + tokens * (4 * d.hidden + 3 * d.intermediate) * elem
     tokens = batch * seq_len
@@ -137,7 +137,7 @@ def training_memory(
     model: nn.Module,
     t: TrainConfig,
     seq_len: int,
-    task: str,
+    lm_logits: bool,
     precision: str | None = None,
     runtime: int | None = None,
 ) -> MemoryEstimate:
@@ -155,8 +155,8 @@ def training_memory(
         layers = max(model_dims(model).layers, 1)
         heap = heap / layers + t.batch_size * seq_len * model_dims(model).hidden * elem * layers
     large = max(
-        step_large_bytes(model, t.batch_size, seq_len, task),
-        eval_bytes(model, t.eval_batch_size, seq_len, task, elem),
+        step_large_bytes(model, t.batch_size, seq_len, lm_logits),
+        eval_bytes(model, t.eval_batch_size, seq_len, lm_logits, elem),
     )
     return MemoryEstimate(
         weights=int(weights),

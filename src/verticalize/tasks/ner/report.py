@@ -11,7 +11,7 @@ from importlib.resources import files
 from jinja2 import ChainableUndefined, Environment, Undefined
 from markupsafe import Markup, escape
 
-from verticalize.evaluate.report import bar_chart
+from verticalize.charts import bar_chart
 
 # light backgrounds, distinct enough for up to ten entity types side by side
 PALETTE = (
@@ -221,7 +221,7 @@ def render_ner_html(report: dict, loss_chart: str) -> str:
     env.filters["num"] = _num
     env.globals["delta"] = _delta
     template = env.from_string(
-        (files("verticalize.evaluate") / "ner_report.html.j2").read_text(encoding="utf-8")
+        (files("verticalize.tasks.ner") / "ner_report.html.j2").read_text(encoding="utf-8")
     )
     return template.render(
         r=r,

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from verticalize.config import NerConfig
-from verticalize.tasks.ner_tags import (
+from verticalize.data.tags import (
     spans_to_word_tags,
     tag_names,
     word_spans,
@@ -53,7 +53,7 @@ class TokenTagger(nn.Module):
 
 
 def build_head(hidden_size: int, tags: list[str], cfg: NerConfig) -> nn.Module:
-    from verticalize.models.ner_heads import NerHead
+    from verticalize.tasks.ner.heads import NerHead
 
     return NerHead(
         hidden_size,
@@ -285,7 +285,7 @@ def entity_tuples(spans: list) -> list[tuple]:
 
 def ner_recipe(train: Encoded, val: Encoded, val_records, tags, scheme, pad_id, eval_bs):
     """The training loop's view of the task: loss per word; entity F1 on validation."""
-    from verticalize.evaluate.ner_metrics import entity_scores
+    from verticalize.tasks.ner.metrics import entity_scores
     from verticalize.train.loop import Recipe
 
     def evaluate(model) -> dict:

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from verticalize.evaluate.metrics import classification_metrics
-from verticalize.tasks.classification import EncodedRecords, make_collate
+from verticalize.metrics import classification_metrics
+from verticalize.tasks.classification.encode import EncodedRecords, make_collate
 
 CJK_SHARE = 0.3  # a text with more CJK characters than this (of its non-space ones) is CJK
 _CJK = re.compile(

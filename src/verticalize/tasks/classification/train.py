@@ -12,7 +12,7 @@ from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.classification import EncodedRecords, classification_recipe
+from verticalize.tasks.classification.encode import EncodedRecords, classification_recipe
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
 

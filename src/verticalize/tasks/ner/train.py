@@ -11,7 +11,7 @@ from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.ner import encode, ner_recipe, new_tagger, save_tagger
+from verticalize.tasks.ner.model import encode, ner_recipe, new_tagger, save_tagger
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION, CHALLENGER, ROLLED_BACK = "champion", "challenger", "rolled_back"
+MAX_KEY, MAX_PARAM_VALUE = 250, 6000  # MLflow's limits on key and param value length
 HISTORY_TAG = "champion_history"  # registered-model tag: JSON list of earlier champions
 METRIC_TAG, VALUE_TAG, METRICS_TAG = "metric", "metric_value", "metrics"
 TEST_TAG, TRAIN_TAG, RUN_DIR_TAG = "test_sha256", "train_fingerprint", "run_dir"
@@ -265,3 +266,47 @@ def alias_version(name: str, alias: str, tracking_uri: str) -> str | None:
             if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
+
+
+def numeric_metrics(metrics: dict) -> dict[str, float]:
+    """Top-level numbers plus per-class / per-type ones as `f1:<label>` (booleans dropped)."""
+    out = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    for group in ("per_class", "per_type"):
+        for label, scores in (metrics.get(group) or {}).items():
+            for k, v in (scores or {}).items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    out.setdefault(f"{k}:{label}", float(v))
+    return out
+
+
+def flat_params(obj, prefix: str = "") -> dict[str, str]:
+    """The config as `section.key` → text params, cut to MLflow's key and value limits."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list) and any(isinstance(x, dict | list) for x in obj):
+        items = enumerate(obj)
+    else:
+        text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+        return {prefix[:MAX_KEY]: text[:MAX_PARAM_VALUE]}
+    for k, v in items:
+        out |= flat_params(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+def mlflow_key(name: str) -> str:
+    # MLflow metric names allow letters, digits and _ - . space / : only
+    return "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in name)[:MAX_KEY]
+
+
+def experiment_id(client, name: str, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id

@@ -3,6 +3,7 @@ latency and size on disk of torch fp32, ONNX fp32 and ONNX INT8 (X2), and the pu
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -10,10 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
+from verticalize.config import Config
+from verticalize.console import console
 from verticalize.errors import ExportError
-from verticalize.evaluate.metrics import classification_metrics, lower_is_better, metric_value
-from verticalize.export.onnx import FP32_FILE, INT8_FILE, ONNX_DIR, OnnxClassifier, onnx_bytes
+from verticalize.export.onnx import (
+    FP32_FILE,
+    INT8_FILE,
+    ONNX_DIR,
+    OnnxClassifier,
+    export_classifier,
+    onnx_bytes,
+    quantize_int8,
+)
 from verticalize.export.onnx import weights_bytes as torch_bytes
+from verticalize.metrics import classification_metrics, lower_is_better, metric_value
+from verticalize.runfolder import RunFolder
 
 SUMMARY = ("accuracy", "macro_f1", "weighted_f1")
 # ONNX fp32 must reproduce torch: a larger gap means a broken export, not rounding
@@ -69,7 +81,7 @@ def compare_runtimes(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from verticalize.tasks.classification import predict_records
+    from verticalize.tasks.classification.encode import predict_records
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -126,3 +138,49 @@ def compare_runtimes(
         "test_size": len(test),
         "torch_test_metrics": scores["torch"],
     }
+
+
+def measure_onnx(cfg: Config, folder: RunFolder, model_out: Path, test: list[dict]) -> dict:
+    """ONNX fp32 (+ INT8) under export/model/onnx/, measured against torch on the test split."""
+    onnx_dir = model_out / ONNX_DIR
+    console.print("export: ONNX (dynamo exporter, dynamic batch and sequence axes)")
+    export_classifier(folder.model_dir, onnx_dir / FP32_FILE)
+    if cfg.export.quantize:
+        console.print("export: INT8 dynamic quantization (ONNX Runtime)")
+        quantize_int8(onnx_dir / FP32_FILE, onnx_dir / INT8_FILE)
+    labels = json.loads((model_out / "config.json").read_text("utf-8"))["id2label"]
+    metric = cfg.export.metric or "macro_f1"
+    console.print(f"export: scoring torch / ONNX on {len(test)} test records, timing one at a time")
+    r = compare_runtimes(
+        folder.model_dir,
+        model_out,
+        test,
+        [labels[str(i)] for i in range(len(labels))],
+        metric,
+        cfg.model.max_length,
+        cfg.eval.batch_size,
+        cfg.export.latency_examples,
+        cfg.export.quantize,
+    )
+    fields = {
+        **r,
+        "onnx": f"{ONNX_DIR}/{FP32_FILE}",
+        "onnx_int8": f"{ONNX_DIR}/{INT8_FILE}" if cfg.export.quantize else None,
+        "metric_drop": None,
+        "latency_ratio": None,
+        "size_ratio": None,
+    }
+    if cfg.export.quantize:
+        lat, size = r["latency_ms"], r["size_bytes"]
+        drop, reason = publish_decision(
+            metric, r["metrics"]["torch"], r["metrics"]["onnx_int8"], cfg.export.max_metric_drop
+        )
+        fields |= {
+            "metric_drop": drop,
+            "latency_ratio": lat["onnx_int8"] / lat["torch"],
+            "size_ratio": size["onnx_int8"] / size["torch"],
+            "published": reason is None,
+            "reason": reason,
+        }
+    fields["metrics"].setdefault("onnx_int8", None)
+    return fields

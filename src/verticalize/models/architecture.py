@@ -1,6 +1,6 @@
 """What the estimates need to know of a model's architecture: its dimensions, its stack of
 transformer blocks, where the lowest trainable parameter sits, and how many activation
-elements a block keeps per token (the formula is in verticalize.plan.memory)."""
+elements a block keeps per token (the formula is in verticalize.models.memory)."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def classification_recipe(
     """The training loop's view of the task: cross-entropy on labels, validation metrics."""
     import torch.nn.functional as F
 
-    from verticalize.evaluate.metrics import classification_metrics
+    from verticalize.metrics import classification_metrics
     from verticalize.train.loop import Recipe
 
     def loss(model, batch):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from verticalize.models.crf import CRF
+from verticalize.tasks.ner.crf import CRF
 
 HEADS = ("linear", "bilstm", "crf", "bilstm_crf")
 BRANCHES = ("linear", "bilstm")

@@ -16,7 +16,7 @@ from verticalize.data.outputs import read_split
 from verticalize.errors import ConfigError
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_causal_lm, resolve_base
-from verticalize.tasks.generation import (
+from verticalize.tasks.generation.lm import (
     Encoded,
     bucketed_order,
     encode_conversation,

@@ -10,7 +10,7 @@ from verticalize.config import Config, yaml_dir
 from verticalize.console import console
 from verticalize.evaluate.text_metrics import generation_metrics, perplexity
 from verticalize.models.load import load_causal_lm
-from verticalize.tasks.generation import (
+from verticalize.tasks.generation.lm import (
     encode_conversation,
     encode_text,
     generate,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from verticalize.config import Config
 from verticalize.console import console
-from verticalize.evaluate.ner_metrics import entity_scores, token_accuracy
+from verticalize.data.tags import spans_to_word_tags
 from verticalize.runfolder import write_jsonl
-from verticalize.tasks.ner import encode, entity_tuples, load_tagger, predict
-from verticalize.tasks.ner_tags import spans_to_word_tags
+from verticalize.tasks.ner.metrics import entity_scores, token_accuracy
+from verticalize.tasks.ner.model import encode, entity_tuples, load_tagger, predict
 
 SUMMARY = ["entity_f1_micro", "entity_f1_macro", "entity_precision_micro", "entity_recall_micro"]
 WORST = 15
@@ -38,7 +38,7 @@ def evaluate_ner(cfg: Config, model_dir: Path, test: list[dict], fit_on: list[di
 
     baselines, b_pred = {}, None
     if "feature_crf" in cfg.eval.baselines:
-        from verticalize.evaluate.feature_crf import feature_crf
+        from verticalize.tasks.ner.feature_crf import feature_crf
 
         console.print("eval: fitting the feature-based CRF baseline (sklearn-crfsuite)")
         b = feature_crf(fit_on, test, scheme=ner_cfg.scheme)

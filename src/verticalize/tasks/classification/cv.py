@@ -19,11 +19,11 @@ from verticalize.config import Config
 from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.errors import ConfigError
-from verticalize.evaluate.metrics import classification_metrics
+from verticalize.metrics import classification_metrics
 from verticalize.models.adapt import adapt
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.classification import (
+from verticalize.tasks.classification.encode import (
     EncodedRecords,
     classification_recipe,
     predict_records,

@@ -13,7 +13,7 @@ import time
 
 import sklearn_crfsuite
 
-from verticalize.tasks.ner_tags import SCHEMES, spans_to_word_tags, word_spans, word_tags_to_spans
+from verticalize.data.tags import SCHEMES, spans_to_word_tags, word_spans, word_tags_to_spans
 
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
 _SHAPE_RUN = re.compile(r"(.)\1+")
