@@ -11,10 +11,11 @@ import pytest
 import torch
 from serve_support import LABELS, classifier_folder
 
-from verticalize.predict import Classifier, length_chunks, load_predictor
-from verticalize.serve.engines import ClassificationEngine, folder_version, mean_pool
+from verticalize.predict import length_chunks, load_predictor
+from verticalize.serve.engines import folder_version, mean_pool
 from verticalize.serve.generation import StopScanner, cut_at_stop
 from verticalize.tasks.classification.encode import predict_records
+from verticalize.tasks.classification.serving import ClassificationEngine, Classifier
 
 
 def test_length_chunks_cover_every_text_once_in_length_order():

@@ -77,7 +77,7 @@ def plan(config, run_dir=None, overrides=None, calibrate_steps: int = 3) -> dict
     from verticalize.plan import stage
 
     cfg = load(config, overrides)
-    return stage.run(cfg, RunFolder(cfg, run_dir), calibrate_steps)
+    return stage.run(cfg, RunFolder(cfg, run_dir), calibrate_steps).manifest
 
 
 def evaluate(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
@@ -142,23 +142,12 @@ def run(
 
 def register_and_promote(config, run_dir=None, overrides=None) -> dict:
     """Register the run's exported model; if a champion exists, promote the new version when
-    it beats the champion by registry.margin on the same test set, else keep it challenger."""
-    from verticalize import registry
-    from verticalize.errors import RegistryError
+    it beats the champion by registry.margin on the same test set, else keep it challenger.
+    Writes run/registry/manifest.json."""
+    from verticalize.registry import stage
 
     cfg = load(config, overrides)
-    folder = RunFolder(cfg, run_dir)
-    uri = registry.tracking_uri(cfg, folder.root.parent)
-    entry = registry.register(cfg, folder)
-    if entry.get("alias") == "challenger":
-        try:
-            entry["promotion"] = registry.promote(
-                entry["name"], uri, cfg.registry.metric, cfg.registry.margin
-            )
-        except RegistryError as e:
-            entry["promotion"] = {"promoted": False, "reason": str(e)}
-    entry["tracking_uri"] = uri
-    return entry
+    return stage.run(cfg, RunFolder(cfg, run_dir)).manifest["entry"]
 
 
 def registry_uri(tracking_uri: str | None = None) -> str:

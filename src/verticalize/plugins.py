@@ -101,6 +101,14 @@ class TaskPlugin:
     export_labels: Callable[[Config, Path, dict], list[str]] = lambda cfg, out, data_m: []
     card_usage: Callable[[Config, dict], list[str]] | None = None
     card_limitations: tuple[str, ...] = ()
+    card_words: str = ""  # the model card's "A <words> model for …" (default: the name)
+    pipeline_tag: str | None = None  # the Hugging Face Hub pipeline tag of the model card
+    # (cfg, labels) -> what the model is for, one phrase (the card's intended use)
+    intended_use: Callable[[Config, list[str]], str] | None = None
+    # the test metric a share of answers users did not call wrong compares with (serve)
+    accuracy_metric: str | None = None
+    # (feedback record with a correction) -> (a training record, or None and why)
+    feedback_record: Callable[[dict], tuple[dict | None, str | None]] | None = None
     # --- serve / predict (S1–S8) ---
     detect: Callable[[Path], bool] = lambda folder: False  # is this model folder of the task?
     # (folder, runtime, version) -> serve.engines.Engine

@@ -12,16 +12,6 @@ import yaml
 from verticalize.config import Config
 from verticalize.plugins import get_task
 
-PIPELINE_TAG = {
-    "classification": "text-classification",
-    "ner": "token-classification",
-    "generation": "text-generation",
-}
-TASK_WORDS = {
-    "classification": "text classification",
-    "ner": "named-entity recognition",
-    "generation": "text generation",
-}
 # bundled short names -> their Hugging Face Hub ids (front matter needs a Hub id)
 HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
@@ -71,7 +61,8 @@ def front_matter(cfg: Config, base: str, language: str | None, has_onnx: bool) -
     if cfg.export.card.license:
         meta["license"] = cfg.export.card.license
     meta["library_name"] = "transformers"
-    meta["pipeline_tag"] = PIPELINE_TAG[cfg.task]
+    if tag := get_task(cfg.task).pipeline_tag:
+        meta["pipeline_tag"] = tag
     meta["tags"] = ["verticalize", cfg.task, cfg.domain] + (["onnx", "int8"] if has_onnx else [])
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
@@ -91,11 +82,12 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 def intended_use(cfg: Config, labels: list[str]) -> str:
     if cfg.export.card.intended_use:
         return cfg.export.card.intended_use
-    what = {
-        "classification": f"classifying {cfg.domain} texts into {', '.join(labels)}",
-        "ner": f"finding {', '.join(labels) or 'entity'} spans in {cfg.domain} texts",
-        "generation": f"answering {cfg.domain} prompts in the style of its training data",
-    }[cfg.task]
+    plugin = get_task(cfg.task)
+    what = (
+        plugin.intended_use(cfg, labels)
+        if plugin.intended_use
+        else f"{plugin.card_words or plugin.name} on {cfg.domain} texts"
+    )
     return (
         f"{what[0].upper() + what[1:]}, for texts like those it was trained on. It is a "
         "starting point to be checked against your own data, not a system to act on unreviewed."
@@ -353,7 +345,7 @@ def model_card(
         front_matter(cfg, info["base_model"], language, bool(export_m.get("onnx"))),
         f"# {cfg.name}",
         "",
-        f"A {TASK_WORDS[cfg.task]} model for the {cfg.domain} domain, fine-tuned from "
+        f"A {get_task(cfg.task).card_words or cfg.task} model for the {cfg.domain} domain, fine-tuned from "
         f"`{info['base_model']}` with [verticalize](https://pypi.org/project/verticalize/). "
         f"Version `{info['version']}`"
         + ("." if info.get("published") else " — **not published** (see Quantization)."),

@@ -17,14 +17,15 @@ from verticalize.plan.flops import flops_per_token
 from verticalize.plan.recommend import recommend
 from verticalize.plan.workload import Workload, build_workload
 from verticalize.plugins import get_task
-from verticalize.runfolder import RunFolder, write_json_atomic
+from verticalize.runfolder import RunFolder, StageResult, write_json_atomic
 
 PRECISIONS = ("fp32", "bf16")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
-    """Plan the training `cfg` describes on this machine; returns what plan.json holds."""
+def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> StageResult:
+    """Plan the training `cfg` describes on this machine; the result's manifest is what
+    plan/plan.json holds."""
     from verticalize.data import stage as data_stage
 
     data_stage.run(cfg, folder)  # skipped when run/data is current
@@ -94,8 +95,9 @@ def run(cfg: Config, folder: RunFolder, calibrate_steps: int = 3) -> dict:
         "measured": measured(folder),
         "conventions": CONVENTIONS,
     }
-    write_json_atomic(folder.stage_dir("plan") / "plan.json", result)
-    return result
+    path = folder.stage_dir("plan") / "plan.json"
+    write_json_atomic(path, result)
+    return StageResult("plan", skipped=False, manifest=result, outputs={"plan_json": str(path)})
 
 
 CONVENTIONS = {

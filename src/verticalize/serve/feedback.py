@@ -16,6 +16,7 @@ from pathlib import Path
 
 from verticalize.data.conversations import ConversationError, check
 from verticalize.errors import ServeError
+from verticalize.plugins import get_task, task_names
 
 __all__ = [
     "FEEDBACK_FILE",
@@ -225,8 +226,10 @@ def export_feedback(folder: Path | str, out: Path | str, task: str) -> dict:
     classification {"text", "label"}; ner {"text", "spans": [[start, end, TAG], …]};
     generation {"messages": [… user turn(s), {"role": "assistant", "content": correction}]}
     (source `chat: messages`); each also has source "feedback", feedback_id, model_version."""
-    if task not in _BUILDERS:
-        raise ServeError(f"task {task!r}: use one of {sorted(_BUILDERS)}")
+    takers = [n for n in task_names() if get_task(n).feedback_record is not None]
+    if task not in takers:
+        raise ServeError(f"task {task!r}: use one of {sorted(takers)}")
+    build = get_task(task).feedback_record
     out = Path(out)
     made, skipped = [], []
     for line, rec, error in read_feedback(folder):
@@ -238,7 +241,7 @@ def export_feedback(folder: Path | str, out: Path | str, task: str) -> dict:
         if rec.get("task") not in (None, task):
             reason = f"task_mismatch: feedback is for {rec['task']}, export is for {task}"
         else:
-            built, reason = _BUILDERS[task](rec)
+            built, reason = build(rec)
             if built is not None:
                 made.append(
                     built
@@ -294,7 +297,7 @@ def _input_text(rec: dict) -> tuple[str | None, str | None]:
     return value, None
 
 
-def _classification(rec: dict) -> tuple[dict | None, str | None]:
+def label_record(rec: dict) -> tuple[dict | None, str | None]:
     text, reason = _input_text(rec)
     if text is None:
         return None, reason
@@ -306,7 +309,7 @@ def _classification(rec: dict) -> tuple[dict | None, str | None]:
     return {"text": text, "label": label.strip()}, None
 
 
-def _ner(rec: dict) -> tuple[dict | None, str | None]:
+def spans_record(rec: dict) -> tuple[dict | None, str | None]:
     text, reason = _input_text(rec)
     if text is None:
         return None, reason
@@ -329,7 +332,7 @@ def _ner(rec: dict) -> tuple[dict | None, str | None]:
     return {"text": text, "spans": sorted(spans)}, None
 
 
-def _generation(rec: dict) -> tuple[dict | None, str | None]:
+def conversation_record(rec: dict) -> tuple[dict | None, str | None]:
     answer = rec["correction"]
     if isinstance(answer, dict):
         answer = answer.get("content", answer.get("text"))
@@ -350,6 +353,3 @@ def _generation(rec: dict) -> tuple[dict | None, str | None]:
     except (ConversationError, AttributeError, TypeError) as e:
         return None, f"bad_conversation: {e}"
     return {"messages": messages}, None
-
-
-_BUILDERS = {"classification": _classification, "ner": _ner, "generation": _generation}

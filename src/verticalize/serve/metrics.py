@@ -18,8 +18,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from verticalize.plugins import get_task, task_names
+
 __all__ = [
-    "ACCURACY_METRIC",
     "BATCH_BUCKETS",
     "FEEDBACK_KINDS",
     "LATENCY_BUCKETS",
@@ -46,8 +47,6 @@ REJECT_REASONS = (
     "bad_request",
 )
 FEEDBACK_KINDS = ("wrong", "slow", "other")
-# the test metric that "share of answers users did not call wrong" is compared with
-ACCURACY_METRIC = {"classification": "accuracy", "ner": "entity_f1_micro"}
 
 # (family name, type, help, labels); counters are named without _total as prometheus_client
 # adds it
@@ -129,7 +128,8 @@ METRIC_LABELS: dict[str, tuple[str, ...]] = {
 def accuracy_of(info: dict) -> float | None:
     """The accuracy-like test metric from a verticalize.json dict ({"task", "metrics"}), or
     None when the task has none (generation) or the metric is missing."""
-    name = ACCURACY_METRIC.get(info.get("task", ""))
+    task = info.get("task", "")
+    name = get_task(task).accuracy_metric if task in task_names() else None
     metrics = info.get("metrics") or {}
     value = metrics.get(name, metrics.get(f"test_{name}")) if name else None
     return float(value) if isinstance(value, int | float) else None

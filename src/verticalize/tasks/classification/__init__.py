@@ -13,6 +13,7 @@ from pathlib import Path
 from verticalize.config import AGGREGATE_METRICS, Config, check_metric_name
 from verticalize.export.card import usage_lines
 from verticalize.plugins import TaskPlugin
+from verticalize.serve.feedback import label_record
 from verticalize.tasks.classification.report import render_classification
 
 SUMMARY = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
@@ -154,4 +155,9 @@ plugin = TaskPlugin(
     engine=engine,
     routes=("classify",),
     predictor=predictor,
+    card_words="text classification",
+    pipeline_tag="text-classification",
+    intended_use=lambda cfg, labels: f"classifying {cfg.domain} texts into {', '.join(labels)}",
+    accuracy_metric="accuracy",
+    feedback_record=label_record,
 )

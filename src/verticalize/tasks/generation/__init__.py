@@ -12,6 +12,7 @@ from pathlib import Path
 from verticalize.config import Config, MetricError
 from verticalize.export.card import usage_lines
 from verticalize.plugins import TaskPlugin
+from verticalize.serve.feedback import conversation_record
 from verticalize.tasks.generation.report import render_generation
 
 GENERATION_METRICS = (
@@ -124,4 +125,10 @@ plugin = TaskPlugin(
     engine=engine,
     routes=(),
     predictor=None,
+    card_words="text generation",
+    pipeline_tag="text-generation",
+    intended_use=lambda cfg, labels: (
+        f"answering {cfg.domain} prompts in the style of its training data"
+    ),
+    feedback_record=conversation_record,
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 from verticalize.config import Config, MetricError
 from verticalize.export.card import usage_lines
 from verticalize.plugins import TaskPlugin
+from verticalize.serve.feedback import spans_record
 from verticalize.tasks.ner.report import render_ner_html
 
 NER_METRICS = (
@@ -135,4 +136,11 @@ plugin = TaskPlugin(
     engine=engine,
     routes=("ner",),
     predictor=predictor,
+    card_words="named-entity recognition",
+    pipeline_tag="token-classification",
+    intended_use=lambda cfg, labels: (
+        f"finding {', '.join(labels) or 'entity'} spans in {cfg.domain} texts"
+    ),
+    accuracy_metric="entity_f1_micro",
+    feedback_record=spans_record,
 )

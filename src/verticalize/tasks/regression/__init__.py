@@ -1,0 +1,170 @@
+"""Regression: one number per text (a rating, a score, a count), one linear output (M5).
+
+The plugin: `label:` parsed as a number at ingest (`parse_label`); a sequence-classification
+model with one output trained with MSE or Huber on standardised targets (`model`, `train`);
+MAE, RMSE, R², Spearman against TF-IDF + ridge (`metrics`, `evaluate`); {"score": value}
+from `predict` and /v1/classify (`serving`). Its YAML section is `regression:` (`settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from verticalize.config import BaselineError, Config, MetricError
+from verticalize.export.card import usage_lines
+from verticalize.plugins import TaskPlugin
+from verticalize.tasks.regression.metrics import METRICS
+from verticalize.tasks.regression.settings import RegressionConfig, settings_of
+
+STOP_METRICS = (*METRICS, "loss")  # what validation measures
+TARGET_METRICS = (*METRICS, "latency_ms_per_example")  # what eval measures on test
+
+
+class FieldError(BaselineError):
+    """A field this task cannot take; the config's error formatter shows loc, value, fix."""
+
+    def __init__(self, loc: tuple, value, message: str, fix: str):
+        ValueError.__init__(self, message)
+        self.loc, self.value, self.fix = loc, value, fix
+
+
+def check_config(cfg: Config) -> None:
+    """Numbers, not classes: no label set or bins; metric names this task measures."""
+    d = cfg.data
+    if d.label_bins:
+        raise FieldError(
+            ("data", "label_bins"),
+            d.label_bins,
+            "label_bins turns the number into classes, and task: regression predicts the number",
+            "remove data.label_bins, or set task: classification",
+        )
+    if d.labels is not None:
+        raise FieldError(
+            ("data", "labels"),
+            d.labels,
+            "a regression target has no label set",
+            "remove data.labels (every record's label is parsed as a number)",
+        )
+    for i, t in enumerate(cfg.eval.targets):
+        if t.metric not in TARGET_METRICS:
+            raise MetricError(("eval", "targets", i, "metric"), t.metric, list(TARGET_METRICS))
+    stop = cfg.train.early_stopping.metric
+    if stop not in STOP_METRICS:
+        raise MetricError(("train", "early_stopping", "metric"), stop, list(STOP_METRICS))
+
+
+def tune_metric(metric: str, cfg: Config) -> tuple[str, str | None]:
+    if metric in STOP_METRICS:
+        return metric, None
+    return metric, f"unknown metric {metric!r}. Fix: use one of: {', '.join(STOP_METRICS)}."
+
+
+def parse_label(row: dict, src, data_cfg) -> tuple[str | None, str | None]:
+    """The row's target as a canonical number string ("7", "2.5"), or a quarantine reason:
+    missing_label, label_not_numeric (text, nan, inf)."""
+    raw = src.label_value if src.label_value is not None else row.get(src.label)
+    if isinstance(raw, list) and len(raw) == 1:
+        raw = raw[0]
+    if raw is None or str(raw).strip() == "":
+        return None, "missing_label"
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        return None, "label_not_numeric"
+    if not math.isfinite(value):
+        return None, "label_not_numeric"
+    return (str(int(value)) if value.is_integer() else repr(value)), None
+
+
+def train(cfg, folder, out_dir, labels, tracker=None, check=None) -> dict:
+    from verticalize.tasks.regression.train import train_regression
+
+    return train_regression(cfg, folder, out_dir, tracker, check)
+
+
+def workload(cfg: Config, train_records, val_records, labels):
+    from verticalize.plan.workload import single_pass
+    from verticalize.tasks.regression.train import regression_setup
+
+    model, _, _, recipe, _ = regression_setup(cfg, train_records, val_records)
+    return single_pass(cfg, model, recipe, train_records, val_records)
+
+
+def evaluate(cfg, folder, data_m, train_m, test, out_dir):
+    from verticalize.tasks.regression.evaluate import evaluate_regression
+
+    return evaluate_regression(cfg, folder, data_m, train_m, test, out_dir)
+
+
+def card_usage(cfg: Config, info: dict) -> list[str]:
+    python = [
+        "from verticalize.tasks.regression.serving import Regressor",
+        'Regressor("path/to/this/folder")(["a text"])  # [{"score": …}], in the target\'s unit',
+    ]
+    return usage_lines(info, "classify", python)
+
+
+def detect(folder: Path) -> bool:
+    """A sequence model with exactly one output trained for regression."""
+    try:
+        config = json.loads((folder / "config.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    archs = config.get("architectures") or [""]
+    one_output = len(config.get("id2label") or {"0": ""}) == 1
+    return (
+        archs[0].endswith("SequenceClassification")
+        and config.get("problem_type") == "regression"
+        and one_output
+    )
+
+
+def engine(folder: Path, runtime: str = "torch", version: str | None = None):
+    from verticalize.tasks.regression.serving import RegressionEngine
+
+    return RegressionEngine(folder, runtime, version)
+
+
+def predictor(folder: Path, batch_size: int = 32):
+    from verticalize.tasks.regression.serving import Regressor
+
+    return Regressor(folder, batch_size)
+
+
+plugin = TaskPlugin(
+    name="regression",
+    description="one number per text (a rating, a score, a count)",
+    default_base="all-MiniLM-L6-v2",
+    # R² on one test set orders models as MSE does, and higher is better, as the export
+    # gate, the registry's promotion margin and the default verdict assume
+    main_metric="r2",
+    default_stop_metric="r2",
+    summary_metrics=list(METRICS),
+    check_config=check_config,
+    tune_metric=tune_metric,
+    section=("regression", RegressionConfig),
+    baselines=("tfidf_ridge",),
+    methods=("full", "freeze", "layer_reduction", "lora"),
+    augment=False,
+    extras=(),
+    target="label",
+    target_detail="regression needs a number on every record (data.sources[].label)",
+    parse_label=parse_label,
+    labels_of=lambda labels, entity_types: [],  # a number, not classes
+    min_classes=0,
+    fingerprint_sections=lambda cfg: [settings_of(cfg).model_dump(mode="json")],
+    train=train,
+    workload=workload,
+    evaluate=evaluate,
+    card_usage=card_usage,
+    card_limitations=(
+        "Predictions are not clipped: texts unlike the training data can get values outside "
+        "the range seen in training.",
+    ),
+    detect=detect,
+    engine=engine,
+    routes=("classify",),
+    predictor=predictor,
+)

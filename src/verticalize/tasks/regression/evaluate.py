@@ -1,0 +1,158 @@
+"""Regression evaluation: the model and the TF-IDF + ridge baseline on the test split, the
+constant (training mean) reference, an honest verdict; predictions.jsonl."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.data.outputs import read_split
+from verticalize.runfolder import RunFolder, write_jsonl
+from verticalize.tasks.regression.metrics import METRICS, regression_metrics
+from verticalize.tasks.regression.model import target_of
+from verticalize.tasks.regression.settings import settings_of
+
+MAIN = "r2"
+
+
+def tfidf_ridge(
+    train: list[dict], val: list[dict], test: list[dict], alphas: list[float], analyzer: str
+) -> dict:
+    """TF-IDF (the classification baselines' features) + ridge regression: each alpha fit on
+    train and scored (R²) on validation, the best refit on train + validation, then test."""
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.pipeline import make_pipeline
+
+    from verticalize.evaluate.baselines import _DESCRIPTIONS, tfidf_vectorizer
+
+    def texts(records):
+        return [r["text"] for r in records]
+
+    def targets(records):
+        return np.array([target_of(r) for r in records])
+
+    started = time.perf_counter()
+    fit_on = train + val
+    vec, resolved = tfidf_vectorizer(analyzer, texts(fit_on))
+    by_alpha: dict[str, float] = {}
+    if len(val) >= 2:
+        for alpha in alphas:
+            model = make_pipeline(vec, Ridge(alpha=alpha)).fit(texts(train), targets(train))
+            by_alpha[f"{alpha:g}"] = regression_metrics(
+                targets(val), model.predict(texts(val))
+            )[MAIN]
+        alpha = max(alphas, key=lambda a: by_alpha[f"{a:g}"])
+        chosen_by = "validation R²"
+        model = make_pipeline(vec, Ridge(alpha=alpha))
+    else:  # no validation split: efficient leave-one-out on the training records
+        model = make_pipeline(vec, RidgeCV(alphas=alphas))
+        chosen_by = "leave-one-out on train"
+    model.fit(texts(fit_on), targets(fit_on))
+    if chosen_by != "validation R²":
+        alpha = float(model[-1].alpha_)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    pred = model.predict(texts(test)) if test else np.zeros(0)
+    infer_s = time.perf_counter() - started
+    metrics = regression_metrics(targets(test), pred)
+    metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
+    return {
+        "name": "tfidf_ridge",
+        "description": f"TF-IDF ({_DESCRIPTIONS[resolved]}) + ridge regression (alpha "
+        f"{alpha:g}, chosen by {chosen_by}), fit on train+validation",
+        "alpha": alpha,
+        "validation_r2_by_alpha": by_alpha,
+        "metrics": metrics,
+        "predictions": [float(x) for x in pred],
+        "fit_seconds": round(fit_s, 3),
+    }
+
+
+def verdict(model_m: dict, baselines: dict) -> str:
+    """One sentence per baseline on the main metric (R², higher is better), with MAE."""
+    parts = []
+    for name, b in baselines.items():
+        bm = b["metrics"]
+        delta = model_m[MAIN] - bm[MAIN]
+        word = "better than" if delta > 0 else ("equal to" if delta == 0 else "NOT better than")
+        parts.append(
+            f"The fine-tuned model (r2 {model_m[MAIN]:.4f}, mae {model_m['mae']:.4f}) is {word} "
+            f"the {name} baseline (r2 {bm[MAIN]:.4f}, mae {bm['mae']:.4f}), Δ r2 {delta:+.4f} "
+            "on the test split."
+        )
+    return " ".join(parts) or "No baseline was configured."
+
+
+def _predict_folder(model_dir, records: list[dict], batch_size: int) -> tuple[np.ndarray, float]:
+    from verticalize.tasks.regression.serving import Regressor
+
+    regressor = Regressor(model_dir, batch_size)
+    started = time.perf_counter()
+    values = regressor.values([r["text"] for r in records]) if records else np.zeros(0)
+    return values, time.perf_counter() - started
+
+
+def evaluate_regression(
+    cfg: Config, folder: RunFolder, data_m: dict, train_m: dict, test: list[dict], out_dir
+) -> tuple[dict, float]:
+    """(report fields, inference seconds)."""
+    train = read_split(cfg, folder.root, "train")
+    val = read_split(cfg, folder.root, "validation")
+    pred, infer_s = _predict_folder(folder.model_dir, test, cfg.eval.batch_size)
+    gold = np.array([target_of(r) for r in test])
+    metrics = regression_metrics(gold, pred)
+    metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
+
+    baselines, b_preds = {}, {}
+    for name in cfg.eval.baselines:
+        console.print(f"eval: fitting the {name} baseline on the same splits")
+        b = tfidf_ridge(train, val, test, settings_of(cfg).ridge_alphas, cfg.eval.tfidf_analyzer)
+        b_preds[name] = b.pop("predictions")
+        baselines[name] = b
+    train_y = np.array([target_of(r) for r in train])
+    constant = float(train_y.mean()) if len(train_y) else 0.0
+    write_jsonl(
+        out_dir / "predictions.jsonl",
+        (
+            {
+                "id": r["id"],
+                "gold": float(gold[i]),
+                "pred": float(pred[i]),
+                "abs_error": float(abs(pred[i] - gold[i])),
+                **{name: p[i] for name, p in b_preds.items()},
+            }
+            for i, r in enumerate(test)
+        ),
+    )
+    report = {
+        "model": {"path": str(folder.model_dir), "metrics": metrics},
+        "baselines": baselines,
+        "verdict": verdict(metrics, baselines),
+        "summary_metrics": list(METRICS),
+        "target": {
+            "train": _describe(train_y),
+            "test": _describe(gold),
+            "predictions": _describe(pred),
+            # predicting the training mean everywhere: R² ≈ 0, the floor any model must clear
+            "constant_prediction": {
+                "value": constant,
+                **regression_metrics(gold, np.full(len(gold), constant)),
+            },
+        },
+    }
+    return report, infer_s
+
+
+def _describe(values: np.ndarray) -> dict:
+    if len(values) == 0:
+        return {"n": 0}
+    return {
+        "n": int(len(values)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }

@@ -1,0 +1,175 @@
+"""Regression: a sequence-classification model with one output, its numeric targets, the
+training recipe (MSE or Huber on standardised targets) and batched predictions.
+
+Training sees standardised targets, (y - mean) / std of the training split, so the learning
+rate means the same whatever the target's unit. When the model is saved the output layer is
+rescaled by std and shifted by mean (`fold_scale`): the saved folder predicts in the
+original unit, for `predict`, the service and plain transformers alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+SCALE_KEY = "regression_target"  # config.json: how the targets were scaled in training
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Standardisation of the targets: z = (y - mean) / std."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def fit(cls, values: list[float], standardize: bool = True) -> Scale:
+        """The training targets' mean and standard deviation (1 for a constant target)."""
+        if not standardize or not values:
+            return cls()
+        std = float(np.std(values))
+        return cls(float(np.mean(values)), std if std > 0 else 1.0)
+
+    def to_z(self, y: float) -> float:
+        return (y - self.mean) / self.std
+
+    def from_z(self, z: np.ndarray) -> np.ndarray:
+        return z * self.std + self.mean
+
+
+def target_of(record: dict) -> float:
+    """The record's numeric target (the data stage keeps it as text); nan without one."""
+    label = record.get("label")
+    return float(label) if label not in (None, "") else math.nan
+
+
+class EncodedRecords(Dataset):
+    """Tokenized records (unpadded) with standardised float targets ("labels")."""
+
+    def __init__(self, records: list[dict], tokenizer, scale: Scale, max_length: int):
+        enc = tokenizer(
+            [r["text"] for r in records], truncation=True, max_length=max_length, padding=False
+        )
+        self.items = [
+            {
+                "input_ids": enc["input_ids"][i],
+                "attention_mask": enc["attention_mask"][i],
+                "labels": scale.to_z(target_of(r)),
+            }
+            for i, r in enumerate(records)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def make_collate(pad_token_id: int):
+    """Right-pad encoded items into tensors; targets as float32."""
+
+    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(x["input_ids"]) for x in items)
+        ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for i, x in enumerate(items):
+            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
+            mask[i, : len(x["attention_mask"])] = torch.tensor(x["attention_mask"])
+        labels = torch.tensor([x["labels"] for x in items], dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    return collate
+
+
+@torch.inference_mode()
+def predict_outputs(model, items: list[dict], pad_token_id: int, batch_size: int) -> np.ndarray:
+    """The model's single output for every item, batched by length (shortest first)."""
+    model.eval()
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
+    collate = make_collate(pad_token_id)
+    out = np.zeros(len(items), dtype=np.float64)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = collate([items[i] for i in idx])
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=batch["attention_mask"].to(device),
+        ).logits
+        out[idx] = logits[:, 0].float().cpu().numpy()
+    return out
+
+
+def regression_loss(kind: str, huber_delta: float):
+    """(predictions, targets) -> mean loss: "mse" or "huber" (delta in target-z units)."""
+    import torch.nn.functional as F
+
+    if kind == "huber":
+        return lambda pred, gold: F.huber_loss(pred, gold, delta=huber_delta)
+    return F.mse_loss
+
+
+def regression_recipe(
+    train_set: EncodedRecords,
+    val_set: EncodedRecords,
+    scale: Scale,
+    loss_kind: str,
+    huber_delta: float,
+    pad_token_id: int,
+    eval_batch_size: int,
+):
+    """The training loop's view of the task: the loss on standardised targets; validation
+    metrics (mae, rmse, r2, spearman) in the original unit, "loss" in the training one."""
+    from verticalize.tasks.regression.metrics import regression_metrics
+    from verticalize.train.loop import Recipe
+
+    loss_fn = regression_loss(loss_kind, huber_delta)
+    val_z = torch.tensor([x["labels"] for x in val_set.items], dtype=torch.float64)
+
+    def loss(model, batch):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return loss_fn(out[:, 0].float(), batch["labels"]), len(batch["labels"])
+
+    def evaluate(model) -> dict:
+        z = predict_outputs(model, val_set.items, pad_token_id, eval_batch_size)
+        gold = scale.from_z(val_z.numpy())
+        m = regression_metrics(gold, scale.from_z(z))
+        m["loss"] = float(loss_fn(torch.from_numpy(z), val_z))
+        return m
+
+    return Recipe(
+        items=train_set,
+        collate=make_collate(pad_token_id),
+        loss=loss,
+        weight=lambda item: 1,
+        evaluate=evaluate,
+    )
+
+
+def output_layer(model: nn.Module) -> nn.Linear:
+    """The layer that produces the single output: the last one-output Linear (BERT's
+    `classifier`, RoBERTa's `classifier.out_proj`, a decoder's `score`)."""
+    found = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == 1]
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no one-output linear layer to rescale")
+    return found[-1]
+
+
+@torch.no_grad()
+def fold_scale(model: nn.Module, scale: Scale) -> None:
+    """Make the model predict y instead of z: weight × std, bias × std + mean; the scale is
+    recorded in config.json under `regression_target`."""
+    layer = output_layer(model)
+    layer.weight.mul_(scale.std)
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros(1, dtype=layer.weight.dtype))
+    layer.bias.mul_(scale.std).add_(scale.mean)
+    setattr(
+        model.config, SCALE_KEY, {"mean": scale.mean, "std": scale.std, "in_output_layer": True}
+    )

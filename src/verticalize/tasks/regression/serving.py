@@ -1,0 +1,65 @@
+"""Regression at prediction time: `Regressor` (shared by `predict`, eval and the service)
+and the serving engine; each text's answer is {"score": value}, in the target's unit."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from verticalize.predict import length_chunks
+from verticalize.serve.engines import CHUNK, Engine, encoder_of
+from verticalize.tasks.regression.model import EncodedRecords, Scale, predict_outputs
+
+
+class Regressor:
+    """A trained one-output model folder: `Regressor(folder)(["text", …])` gives, per text,
+    {"score": value}. The saved output layer already predicts in the original unit."""
+
+    def __init__(self, folder: Path, batch_size: int = 32):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.batch_size = batch_size
+
+    def values(self, texts: list[str]) -> np.ndarray:
+        """One predicted value per text; texts run in length-sorted chunks (`length_chunks`),
+        so short texts are not padded to the longest one."""
+        items = EncodedRecords(
+            [{"text": t} for t in texts], self.tokenizer, Scale(), self.tokenizer.model_max_length
+        ).items
+        out = np.zeros(len(texts), dtype=np.float64)
+        lengths = [len(x["input_ids"]) for x in items]
+        for idx in length_chunks(lengths, self.batch_size):
+            chunk = [items[i] for i in idx]
+            out[idx] = predict_outputs(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
+        return out
+
+    def __call__(self, texts: list[str]) -> list[dict]:
+        return [{"score": round(float(v), 6)} for v in self.values(texts)]
+
+
+class RegressionEngine(Engine):
+    """/v1/classify answers {"score": value} per text; /v1/embeddings pools the encoder."""
+
+    task = "regression"
+    kinds = ("classify", "embed")
+
+    def __init__(self, folder: Path, runtime: str = "torch", version: str | None = None):
+        super().__init__(folder, version)
+        self.regressor = Regressor(folder, batch_size=CHUNK)
+        limit = getattr(self.regressor.model.config, "max_position_embeddings", None)
+        self._set_tokenizer(self.regressor.tokenizer, limit)
+
+    def _run_classify(self, key: Hashable, texts: list[str]) -> list[dict]:
+        return self.regressor(texts)
+
+    def _embed_model(self) -> torch.nn.Module:
+        return encoder_of(self.regressor.model)
+
+    def close(self) -> None:
+        self.regressor = None
+        super().close()

@@ -1,0 +1,88 @@
+"""Regression training: a one-output sequence model (full, freeze, layer-drop or LoRA) on the
+generic loop; model/ gets the merged model, rescaled to predict in the target's own unit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from verticalize.config import Config
+from verticalize.console import console
+from verticalize.data.outputs import read_split
+from verticalize.models.adapt import adapt, count_parameters, merged
+from verticalize.models.load import load_sequence_classifier
+from verticalize.runfolder import RunFolder
+from verticalize.tasks.regression.model import (
+    EncodedRecords,
+    Scale,
+    fold_scale,
+    regression_recipe,
+    target_of,
+)
+from verticalize.tasks.regression.settings import settings_of
+from verticalize.train.distributed import is_main_process
+from verticalize.train.loop import train_model
+
+OUTPUT_NAME = "score"  # the single output's name in config.json (id2label)
+
+
+def regression_setup(cfg: Config, train_records: list[dict], val_records: list[dict]):
+    """(model with a fresh one-output head, not adapted; tokenizer; training items; recipe;
+    target scale), as training builds them; the planner builds the same."""
+    s = settings_of(cfg)
+    model, tokenizer = load_sequence_classifier(cfg.model.base, [OUTPUT_NAME])
+    model.config.problem_type = "regression"
+    scale = Scale.fit([target_of(r) for r in train_records], s.standardize)
+    train_set = EncodedRecords(train_records, tokenizer, scale, cfg.model.max_length)
+    val_set = EncodedRecords(val_records, tokenizer, scale, cfg.model.max_length)
+    recipe = regression_recipe(
+        train_set,
+        val_set,
+        scale,
+        s.loss,
+        s.huber_delta,
+        tokenizer.pad_token_id,
+        cfg.train.eval_batch_size,
+    )
+    return model, tokenizer, train_set, recipe, scale
+
+
+def train_regression(
+    cfg: Config, folder: RunFolder, out_dir: Path, tracker=None, check=None
+) -> dict:
+    """Train, save model/ (rank 0), and return the train manifest's fields."""
+    train_records = read_split(cfg, folder.root, "train")
+    val_records = read_split(cfg, folder.root, "validation") or train_records
+    model, tokenizer, train_set, recipe, scale = regression_setup(cfg, train_records, val_records)
+    model = adapt(model, cfg.model)
+    total, trainable = count_parameters(model)
+    console.print(
+        f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
+        f"trainable, {len(train_records)} training records, target mean {scale.mean:.4g} "
+        f"std {scale.std:.4g}"
+    )
+    outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
+    model = outcome.model  # a plain model again after FSDP
+    if outcome.resumed_from:
+        console.print(f"train: resumed from {outcome.resumed_from}")
+    if is_main_process():
+        final = merged(model)
+        fold_scale(final, scale)
+        shutil.rmtree(folder.model_dir, ignore_errors=True)
+        final.save_pretrained(folder.model_dir)
+        tokenizer.model_max_length = cfg.model.max_length  # predict/serve truncate as in training
+        tokenizer.save_pretrained(folder.model_dir)
+    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
+    return {
+        "in": len(train_records),
+        "out": len(train_records),
+        "dropped": {},
+        "truncated_to_max_length": truncated,
+        "base_model": cfg.model.base,
+        "method": cfg.model.method,
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "target_scale": {"mean": scale.mean, "std": scale.std},
+        "loss": settings_of(cfg).loss,
+        **outcome.manifest_fields(cfg.train.early_stopping.metric),
+    }
