@@ -881,7 +881,26 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Config:
-        get_task(self.task).check_config(self)
+        plugin = get_task(self.task)
+        ev = self.eval
+        asked = {
+            "cv": ev.cv.enabled,
+            "robustness": ev.robustness.enabled,
+            "attacks": ev.adversarial.fgsm.enabled or ev.adversarial.substitution.enabled,
+        }
+        switch = {
+            "cv": "eval.cv.enabled",
+            "robustness": "eval.robustness.enabled",
+            "attacks": "eval.adversarial.fgsm.enabled / substitution.enabled",
+        }
+        for extra, on in asked.items():
+            if on and not plugin.supports(extra):
+                takers = [n for n in task_names() if get_task(n).supports(extra)]
+                raise ValueError(
+                    f"{extra} is available for task: {' / '.join(takers)}, not for task: "
+                    f"{self.task}. Fix: set {switch[extra]}: false"
+                )
+        plugin.check_config(self)
         return self
 
     def task_section(self) -> Any:
