@@ -15,6 +15,7 @@ from sklearn.calibration import calibration_curve
 from verticalize.evaluate.calibration import calibration
 from verticalize.evaluate.report import write_report
 from verticalize.metrics import classification_metrics
+from verticalize.tasks.classification.report import render_classification
 
 LABELS = ["negative", "neutral", "positive"]
 PLOTS = ["plot-loss", "plot-confusion", "plot-f1", "plot-robustness", "plot-reliability"]
@@ -267,7 +268,7 @@ def classification_report() -> tuple[dict, list[dict]]:
 def test_report_html_holds_every_plot_and_section(tmp_path):
     """Static checks, no browser: ids, titles, sections, no URL anywhere in the page."""
     report, history = classification_report()
-    _, html_path = write_report(report, history, tmp_path)
+    _, html_path = write_report(report, history, tmp_path, render_classification)
     page = html_path.read_text(encoding="utf-8")
     for plot in PLOTS:
         assert page.count(f'id="{plot}"') == 1, plot
@@ -291,7 +292,7 @@ def test_report_html_sensitive_error_analysis(tmp_path):
     ]:
         x["text"] = None
     ea["relabel"] = {"file": None, "config": None, "n": 0, "skipped": "data.sensitive lists test"}
-    _, html_path = write_report(report, history, tmp_path)
+    _, html_path = write_report(report, history, tmp_path, render_classification)
     page = html_path.read_text(encoding="utf-8")
     assert "text withheld" in page and "Did nothing" not in page and "None" not in page
     assert "No Label Studio file written (data.sensitive lists test)" in page
@@ -303,7 +304,7 @@ def test_report_html_leaves_out_optional_plots(tmp_path):
     for key in ("robustness", "adversarial", "error_analysis", "cv"):
         del report[key]
     del report["model"]["metrics"]["calibration"]
-    _, html_path = write_report(report, history, tmp_path)
+    _, html_path = write_report(report, history, tmp_path, render_classification)
     page = html_path.read_text(encoding="utf-8")
     assert 'id="plot-robustness"' not in page and 'id="plot-reliability"' not in page
     assert "Error analysis" not in page and 'id="cv"' not in page
@@ -326,7 +327,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     except ImportError:
         pytest.fail(f"the playwright package is missing; {INSTALL}")
     report, history = classification_report()
-    _, html_path = write_report(report, history, tmp_path)
+    _, html_path = write_report(report, history, tmp_path, render_classification)
     url = html_path.resolve().as_uri()
     started = time.perf_counter()
     with sync_playwright() as p:

@@ -42,5 +42,7 @@ def metric_value(metrics: dict, name: str) -> float | None:
 
 
 def lower_is_better(name: str) -> bool:
-    """Latency, time, loss and calibration error improve downwards; everything else upwards."""
-    return "latency" in name or name == "ece" or name.endswith(("loss", "_ms", "_s"))
+    """Latency, time, loss, calibration and regression errors improve downwards; everything
+    else upwards."""
+    lower = ("ece", "mae", "rmse", "mse", "hamming_loss")
+    return "latency" in name or name in lower or name.endswith(("loss", "_ms", "_s"))

@@ -46,7 +46,8 @@ def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
     parts = []
     for name, b in baselines.items():
         delta = model_m[key] - b["metrics"][key]
-        word = "better than" if delta > 0 else ("equal to" if delta == 0 else "NOT better than")
+        gain = -delta if lower_is_better(key) else delta
+        word = "better than" if gain > 0 else ("equal to" if gain == 0 else "NOT better than")
         parts.append(
             f"The fine-tuned model ({key} {model_m[key]:.4f}) is {word} the {name} "
             f"baseline ({b['metrics'][key]:.4f}), Δ {delta:+.4f} on the test split."
