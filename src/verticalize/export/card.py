@@ -121,6 +121,12 @@ def model_section(cfg: Config, info: dict, train_m: dict, merged: bool) -> list[
     return ["## Model", "", *_table(["", ""], rows), note, ""]
 
 
+def class_counts(data_m: dict) -> dict:
+    """Records per label per split; none for a task without classes (labels [], as
+    regression's numbers), whose label_counts count distinct values."""
+    return {} if data_m.get("labels") == [] else data_m.get("label_counts") or {}
+
+
 def data_section(data_m: dict) -> list[str]:
     out = ["## Training data", ""]
     for s in data_m.get("sources") or []:
@@ -147,7 +153,7 @@ def data_section(data_m: dict) -> list[str]:
         found = ", ".join(f"{k} ×{v}" for k, v in (pii.get("detections") or {}).items())
         out += [f"Personal data: action `{pii.get('action')}` ({found or 'none found'}).", ""]
     splits = data_m.get("splits") or {}
-    counts = data_m.get("label_counts") or {}
+    counts = class_counts(data_m)
     labels = data_m.get("labels") or sorted({k for c in counts.values() for k in c})
     if splits:
         header = ["Split", "Records"] + (labels if counts else [])
@@ -248,7 +254,7 @@ def limitations(
             f"Inputs are cut at {cfg.model.max_length} tokens; {cut} of {n_train} "
             f"training texts ({cut / n_train:.0%}) were longer and lost their ends."
         )
-    train_counts = (data_m.get("label_counts") or {}).get("train") or {}
+    train_counts = class_counts(data_m).get("train") or {}
     total = sum(train_counts.values())
     rare = [k for k, v in train_counts.items() if total and v / total < 0.1]
     if rare:

@@ -62,11 +62,16 @@ def tune_metric(metric: str, cfg: Config) -> tuple[str, str | None]:
 
 
 def parse_label(row: dict, src, data_cfg) -> tuple[str | None, str | None]:
-    """The row's target as a canonical number string ("7", "2.5"), or a quarantine reason:
-    missing_label, label_not_numeric (text, nan, inf)."""
+    """The row's target (data.sources[].label, or label_value) as a number string."""
     raw = src.label_value if src.label_value is not None else row.get(src.label)
     if isinstance(raw, list) and len(raw) == 1:
         raw = raw[0]
+    return parse_number(raw)
+
+
+def parse_number(raw) -> tuple[str | None, str | None]:
+    """(canonical number string such as "7" or "2.5", None), or (None, quarantine reason):
+    missing_label, label_not_numeric (text, nan, inf)."""
     if raw is None or str(raw).strip() == "":
         return None, "missing_label"
     try:
@@ -104,6 +109,22 @@ def card_usage(cfg: Config, info: dict) -> list[str]:
         'Regressor("path/to/this/folder")(["a text"])  # [{"score": …}], in the target\'s unit',
     ]
     return usage_lines(info, "classify", python)
+
+
+def value_record(rec: dict) -> tuple[dict | None, str | None]:
+    """A feedback correction (a number, or {"score": number}) as a training record."""
+    from verticalize.serve.feedback import _input_text
+
+    text, reason = _input_text(rec)
+    if text is None:
+        return None, reason
+    value = rec["correction"]
+    if isinstance(value, dict):
+        value = value.get("score")
+    label, problem = parse_number(value)
+    if problem:
+        return None, f"bad_correction: a regression correction is a number, got {value!r}"
+    return {"text": text, "label": label}, None
 
 
 def detect(folder: Path) -> bool:
@@ -159,6 +180,10 @@ plugin = TaskPlugin(
     workload=workload,
     evaluate=evaluate,
     card_usage=card_usage,
+    card_words="text regression",
+    pipeline_tag="text-classification",  # the Hub's tag for sequence models, one output too
+    intended_use=lambda cfg, labels: f"predicting a number for each {cfg.domain} text",
+    feedback_record=value_record,
     card_limitations=(
         "Predictions are not clipped: texts unlike the training data can get values outside "
         "the range seen in training.",

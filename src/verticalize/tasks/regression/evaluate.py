@@ -1,5 +1,9 @@
 """Regression evaluation: the model and the TF-IDF + ridge baseline on the test split, the
-constant (training mean) reference, an honest verdict; predictions.jsonl."""
+constant (training mean) reference, an honest verdict; predictions.jsonl.
+
+Metrics are measured on t, the scale training learns: the target, or log1p of it with
+`regression.transform: log1p` (report["target"]["scale"] says which); predictions.jsonl
+holds values in the target's unit."""
 
 from __future__ import annotations
 
@@ -12,17 +16,23 @@ from verticalize.console import console
 from verticalize.data.outputs import read_split
 from verticalize.runfolder import RunFolder, write_jsonl
 from verticalize.tasks.regression.metrics import METRICS, regression_metrics
-from verticalize.tasks.regression.model import target_of
+from verticalize.tasks.regression.model import Scale, target_of
 from verticalize.tasks.regression.settings import settings_of
 
 MAIN = "r2"
 
 
 def tfidf_ridge(
-    train: list[dict], val: list[dict], test: list[dict], alphas: list[float], analyzer: str
+    train: list[dict],
+    val: list[dict],
+    test: list[dict],
+    alphas: list[float],
+    analyzer: str,
+    scale: Scale,
 ) -> dict:
-    """TF-IDF (the classification baselines' features) + ridge regression: each alpha fit on
-    train and scored (R²) on validation, the best refit on train + validation, then test."""
+    """TF-IDF (the classification baselines' features) + ridge regression on t: each alpha
+    fit on train and scored (R²) on validation, the best refit on train + validation, then
+    test. "predictions" are t."""
     from sklearn.linear_model import Ridge, RidgeCV
     from sklearn.pipeline import make_pipeline
 
@@ -32,27 +42,23 @@ def tfidf_ridge(
         return [r["text"] for r in records]
 
     def targets(records):
-        return np.array([target_of(r) for r in records])
+        return scale.forward(np.array([target_of(r) for r in records]))
 
     started = time.perf_counter()
     fit_on = train + val
     vec, resolved = tfidf_vectorizer(analyzer, texts(fit_on))
     by_alpha: dict[str, float] = {}
     if len(val) >= 2:
-        for alpha in alphas:
-            model = make_pipeline(vec, Ridge(alpha=alpha)).fit(texts(train), targets(train))
-            by_alpha[f"{alpha:g}"] = regression_metrics(
-                targets(val), model.predict(texts(val))
-            )[MAIN]
+        for a in alphas:
+            model = make_pipeline(vec, Ridge(alpha=a)).fit(texts(train), targets(train))
+            scored = regression_metrics(targets(val), model.predict(texts(val)))
+            by_alpha[f"{a:g}"] = scored[MAIN]
         alpha = max(alphas, key=lambda a: by_alpha[f"{a:g}"])
         chosen_by = "validation R²"
-        model = make_pipeline(vec, Ridge(alpha=alpha))
+        model = make_pipeline(vec, Ridge(alpha=alpha)).fit(texts(fit_on), targets(fit_on))
     else:  # no validation split: efficient leave-one-out on the training records
-        model = make_pipeline(vec, RidgeCV(alphas=alphas))
-        chosen_by = "leave-one-out on train"
-    model.fit(texts(fit_on), targets(fit_on))
-    if chosen_by != "validation R²":
-        alpha = float(model[-1].alpha_)
+        model = make_pipeline(vec, RidgeCV(alphas=alphas)).fit(texts(fit_on), targets(fit_on))
+        alpha, chosen_by = float(model[-1].alpha_), "leave-one-out on train"
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     pred = model.predict(texts(test)) if test else np.zeros(0)
@@ -71,8 +77,9 @@ def tfidf_ridge(
     }
 
 
-def verdict(model_m: dict, baselines: dict) -> str:
+def verdict(model_m: dict, baselines: dict, scale: Scale) -> str:
     """One sentence per baseline on the main metric (R², higher is better), with MAE."""
+    on = " of log1p(target)" if scale.transform == "log1p" else ""
     parts = []
     for name, b in baselines.items():
         bm = b["metrics"]
@@ -81,39 +88,39 @@ def verdict(model_m: dict, baselines: dict) -> str:
         parts.append(
             f"The fine-tuned model (r2 {model_m[MAIN]:.4f}, mae {model_m['mae']:.4f}) is {word} "
             f"the {name} baseline (r2 {bm[MAIN]:.4f}, mae {bm['mae']:.4f}), Δ r2 {delta:+.4f} "
-            "on the test split."
+            f"on the test split{on}."
         )
     return " ".join(parts) or "No baseline was configured."
-
-
-def _predict_folder(model_dir, records: list[dict], batch_size: int) -> tuple[np.ndarray, float]:
-    from verticalize.tasks.regression.serving import Regressor
-
-    regressor = Regressor(model_dir, batch_size)
-    started = time.perf_counter()
-    values = regressor.values([r["text"] for r in records]) if records else np.zeros(0)
-    return values, time.perf_counter() - started
 
 
 def evaluate_regression(
     cfg: Config, folder: RunFolder, data_m: dict, train_m: dict, test: list[dict], out_dir
 ) -> tuple[dict, float]:
     """(report fields, inference seconds)."""
+    from verticalize.tasks.regression.serving import Regressor
+
     train = read_split(cfg, folder.root, "train")
     val = read_split(cfg, folder.root, "validation")
-    pred, infer_s = _predict_folder(folder.model_dir, test, cfg.eval.batch_size)
+    regressor = Regressor(folder.model_dir, cfg.eval.batch_size)
+    scale = regressor.scale
+    started = time.perf_counter()
+    out = regressor.outputs([r["text"] for r in test]) if test else np.zeros(0)
+    infer_s = time.perf_counter() - started
     gold = np.array([target_of(r) for r in test])
-    metrics = regression_metrics(gold, pred)
+    gold_t = scale.forward(gold)
+    metrics = regression_metrics(gold_t, out)
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
 
     baselines, b_preds = {}, {}
     for name in cfg.eval.baselines:
         console.print(f"eval: fitting the {name} baseline on the same splits")
-        b = tfidf_ridge(train, val, test, settings_of(cfg).ridge_alphas, cfg.eval.tfidf_analyzer)
-        b_preds[name] = b.pop("predictions")
+        alphas = settings_of(cfg).ridge_alphas
+        b = tfidf_ridge(train, val, test, alphas, cfg.eval.tfidf_analyzer, scale)
+        b_preds[name] = scale.inverse(np.array(b.pop("predictions")))
         baselines[name] = b
-    train_y = np.array([target_of(r) for r in train])
-    constant = float(train_y.mean()) if len(train_y) else 0.0
+    train_t = scale.forward(np.array([target_of(r) for r in train]))
+    constant = float(train_t.mean()) if len(train_t) else 0.0
+    pred = scale.inverse(out)
     write_jsonl(
         out_dir / "predictions.jsonl",
         (
@@ -122,7 +129,7 @@ def evaluate_regression(
                 "gold": float(gold[i]),
                 "pred": float(pred[i]),
                 "abs_error": float(abs(pred[i] - gold[i])),
-                **{name: p[i] for name, p in b_preds.items()},
+                **{name: float(p[i]) for name, p in b_preds.items()},
             }
             for i, r in enumerate(test)
         ),
@@ -130,16 +137,17 @@ def evaluate_regression(
     report = {
         "model": {"path": str(folder.model_dir), "metrics": metrics},
         "baselines": baselines,
-        "verdict": verdict(metrics, baselines),
+        "verdict": verdict(metrics, baselines, scale),
         "summary_metrics": list(METRICS),
         "target": {
-            "train": _describe(train_y),
-            "test": _describe(gold),
-            "predictions": _describe(pred),
+            "scale": scale.transform if scale.transform != "none" else "identity",
+            "train": _describe(train_t),
+            "test": _describe(gold_t),
+            "predictions": _describe(out),
             # predicting the training mean everywhere: R² ≈ 0, the floor any model must clear
             "constant_prediction": {
                 "value": constant,
-                **regression_metrics(gold, np.full(len(gold), constant)),
+                **regression_metrics(gold_t, np.full(len(gold_t), constant)),
             },
         },
     }
@@ -147,6 +155,7 @@ def evaluate_regression(
 
 
 def _describe(values: np.ndarray) -> dict:
+    """n, mean, std, min, max (on the metrics' scale)."""
     if len(values) == 0:
         return {"n": 0}
     return {

@@ -1,10 +1,11 @@
 """Regression: a sequence-classification model with one output, its numeric targets, the
 training recipe (MSE or Huber on standardised targets) and batched predictions.
 
-Training sees standardised targets, (y - mean) / std of the training split, so the learning
-rate means the same whatever the target's unit. When the model is saved the output layer is
-rescaled by std and shifted by mean (`fold_scale`): the saved folder predicts in the
-original unit, for `predict`, the service and plain transformers alike.
+Training sees standardised targets, (t - mean) / std over the training split, where t is the
+target or, for counts and prices (`regression.transform: log1p`), log1p of it; so the
+learning rate means the same whatever the target's unit. When the model is saved the output
+layer is rescaled by std and shifted by mean (`fold_scale`): the saved folder outputs t, the
+original unit without a transform, for `predict`, the service and plain transformers alike.
 """
 
 from __future__ import annotations
@@ -17,28 +18,50 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from verticalize.errors import DataError
+
 SCALE_KEY = "regression_target"  # config.json: how the targets were scaled in training
 
 
 @dataclass(frozen=True)
 class Scale:
-    """Standardisation of the targets: z = (y - mean) / std."""
+    """How training sees a target y: t = log1p(y) with transform "log1p" (counts, prices),
+    else t = y; then z = (t - mean) / std. Metrics are measured on t."""
 
     mean: float = 0.0
     std: float = 1.0
+    transform: str = "none"
 
     @classmethod
-    def fit(cls, values: list[float], standardize: bool = True) -> Scale:
-        """The training targets' mean and standard deviation (1 for a constant target)."""
-        if not standardize or not values:
-            return cls()
-        std = float(np.std(values))
-        return cls(float(np.mean(values)), std if std > 0 else 1.0)
+    def fit(cls, values: list[float], standardize: bool = True, transform: str = "none") -> Scale:
+        """The training targets' mean and standard deviation on t (std 1 for a constant)."""
+        t = cls(transform=transform).forward(np.asarray(values, dtype=float))
+        if not standardize or len(t) == 0:
+            return cls(transform=transform)
+        std = float(np.std(t))
+        return cls(float(np.mean(t)), std if std > 0 else 1.0, transform)
+
+    def forward(self, y):
+        """y → t (floats or arrays)."""
+        if self.transform != "log1p":
+            return y
+        if np.any(np.asarray(y) <= -1):
+            low = float(np.nanmin(y))
+            raise DataError(
+                f"regression.transform: log1p needs targets above -1; one is {low:g}. Fix: "
+                "set regression.transform: none, or shift the target so it is above -1."
+            )
+        return np.log1p(y)
+
+    def inverse(self, t):
+        """t → y."""
+        return np.expm1(t) if self.transform == "log1p" else t
 
     def to_z(self, y: float) -> float:
-        return (y - self.mean) / self.std
+        return (float(self.forward(y)) - self.mean) / self.std
 
     def from_z(self, z: np.ndarray) -> np.ndarray:
+        """z → t."""
         return z * self.std + self.mean
 
 
@@ -125,7 +148,7 @@ def regression_recipe(
     eval_batch_size: int,
 ):
     """The training loop's view of the task: the loss on standardised targets; validation
-    metrics (mae, rmse, r2, spearman) in the original unit, "loss" in the training one."""
+    metrics (mae, rmse, r2, spearman) on t (the target, or its log1p), "loss" on z."""
     from verticalize.tasks.regression.metrics import regression_metrics
     from verticalize.train.loop import Recipe
 
@@ -138,8 +161,7 @@ def regression_recipe(
 
     def evaluate(model) -> dict:
         z = predict_outputs(model, val_set.items, pad_token_id, eval_batch_size)
-        gold = scale.from_z(val_z.numpy())
-        m = regression_metrics(gold, scale.from_z(z))
+        m = regression_metrics(scale.from_z(val_z.numpy()), scale.from_z(z))
         m["loss"] = float(loss_fn(torch.from_numpy(z), val_z))
         return m
 
@@ -163,13 +185,19 @@ def output_layer(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def fold_scale(model: nn.Module, scale: Scale) -> None:
-    """Make the model predict y instead of z: weight × std, bias × std + mean; the scale is
-    recorded in config.json under `regression_target`."""
+    """Make the model output t instead of z: weight × std, bias × std + mean. The scale and
+    transform are recorded in config.json under `regression_target`; with log1p, y is
+    expm1 of the output (`Regressor` applies it)."""
     layer = output_layer(model)
     layer.weight.mul_(scale.std)
     if layer.bias is None:
         layer.bias = nn.Parameter(torch.zeros(1, dtype=layer.weight.dtype))
     layer.bias.mul_(scale.std).add_(scale.mean)
-    setattr(
-        model.config, SCALE_KEY, {"mean": scale.mean, "std": scale.std, "in_output_layer": True}
-    )
+    recorded = {"mean": scale.mean, "std": scale.std, "transform": scale.transform}
+    setattr(model.config, SCALE_KEY, recorded | {"in_output_layer": True})
+
+
+def saved_scale(config) -> Scale:
+    """The transform a saved model's output is in (its mean and std are already folded in)."""
+    recorded = getattr(config, SCALE_KEY, None) or {}
+    return Scale(transform=recorded.get("transform", "none"))

@@ -11,12 +11,18 @@ import torch
 
 from verticalize.predict import length_chunks
 from verticalize.serve.engines import CHUNK, Engine, encoder_of
-from verticalize.tasks.regression.model import EncodedRecords, Scale, predict_outputs
+from verticalize.tasks.regression.model import (
+    EncodedRecords,
+    Scale,
+    predict_outputs,
+    saved_scale,
+)
 
 
 class Regressor:
     """A trained one-output model folder: `Regressor(folder)(["text", …])` gives, per text,
-    {"score": value}. The saved output layer already predicts in the original unit."""
+    {"score": value} in the target's unit. The saved output layer already undoes the
+    standardisation; a log1p transform is undone here."""
 
     def __init__(self, folder: Path, batch_size: int = 32):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -24,10 +30,16 @@ class Regressor:
         self.model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.batch_size = batch_size
+        self.scale = saved_scale(self.model.config)
 
     def values(self, texts: list[str]) -> np.ndarray:
-        """One predicted value per text; texts run in length-sorted chunks (`length_chunks`),
-        so short texts are not padded to the longest one."""
+        """One predicted value per text, in the target's unit."""
+        return self.scale.inverse(self.outputs(texts))
+
+    def outputs(self, texts: list[str]) -> np.ndarray:
+        """The model's output per text (log1p of the value with transform log1p); texts run
+        in length-sorted chunks (`length_chunks`), so short texts are not padded to the
+        longest one."""
         items = EncodedRecords(
             [{"text": t} for t in texts], self.tokenizer, Scale(), self.tokenizer.model_max_length
         ).items

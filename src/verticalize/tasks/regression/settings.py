@@ -26,6 +26,12 @@ class RegressionConfig(Section):
         description="Train on (y - mean) / std of the training targets; the saved model's "
         "output layer is rescaled, so it predicts in the original unit.",
     )
+    transform: Literal["none", "log1p"] = Field(
+        "none",
+        description="log1p: learn and score log(1 + y), for counts and prices whose few huge "
+        "values would dominate squared errors; predictions come back as y. Every metric "
+        "(mae, rmse, r2, spearman) is then measured on log1p(y).",
+    )
     ridge_alphas: list[PositiveFloat] = Field(
         [0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
         min_length=1,

@@ -32,7 +32,7 @@ def regression_setup(cfg: Config, train_records: list[dict], val_records: list[d
     s = settings_of(cfg)
     model, tokenizer = load_sequence_classifier(cfg.model.base, [OUTPUT_NAME])
     model.config.problem_type = "regression"
-    scale = Scale.fit([target_of(r) for r in train_records], s.standardize)
+    scale = Scale.fit([target_of(r) for r in train_records], s.standardize, s.transform)
     train_set = EncodedRecords(train_records, tokenizer, scale, cfg.model.max_length)
     val_set = EncodedRecords(val_records, tokenizer, scale, cfg.model.max_length)
     recipe = regression_recipe(
@@ -56,9 +56,10 @@ def train_regression(
     model, tokenizer, train_set, recipe, scale = regression_setup(cfg, train_records, val_records)
     model = adapt(model, cfg.model)
     total, trainable = count_parameters(model)
+    of = f" ({scale.transform})" if scale.transform != "none" else ""
     console.print(
         f"train: {cfg.model.base} ({cfg.model.method}), {trainable:,} of {total:,} parameters "
-        f"trainable, {len(train_records)} training records, target mean {scale.mean:.4g} "
+        f"trainable, {len(train_records)} training records, target{of} mean {scale.mean:.4g} "
         f"std {scale.std:.4g}"
     )
     outcome = train_model(cfg.train, cfg.seed, model, recipe, out_dir, tracker, check)
@@ -82,7 +83,7 @@ def train_regression(
         "method": cfg.model.method,
         "parameters": total,
         "trainable_parameters": trainable,
-        "target_scale": {"mean": scale.mean, "std": scale.std},
+        "target_scale": {"mean": scale.mean, "std": scale.std, "transform": scale.transform},
         "loss": settings_of(cfg).loss,
         **outcome.manifest_fields(cfg.train.early_stopping.metric),
     }
