@@ -163,3 +163,10 @@ def test_model_folders_are_told_apart_by_the_plugins(tmp_path, name):
     else:
         (folder / "config.json").write_text(json.dumps(configs[name]))
     assert [n for n in sorted(BUILTIN) if get_task(n).detect(folder)] == [name]
+
+
+def test_a_plugin_without_a_workload_says_plan_is_not_available(tmp_path):
+    yaml_path = _project(tmp_path, "tfidf-topic")
+    done = _cli("plan", str(yaml_path), "--run-dir", str(tmp_path / "r"), plugin=True, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "task: tfidf-topic cannot be planned: its plugin has no `workload` hook" in done.stderr

@@ -58,7 +58,7 @@ class TaskPlugin:
     default_stop_metric: str  # train.early_stopping.metric when the YAML names none
     summary_metrics: list[str]  # the report's headline table
     # (cfg) -> None: the task's own checks of eval.targets / early stopping / tune metric;
-    # raise ValueError (as config.py's _MetricError etc.) naming the field
+    # raise ValueError (verticalize.config's MetricError, LabelError …) naming the field
     check_config: Callable[[Config], None] = _nothing
     # (tune.metric, cfg) -> (the metric trials are scored by, error text or None)
     tune_metric: Callable[[str, Config], tuple[str, str | None]] = lambda m, cfg: (m, None)
@@ -73,7 +73,10 @@ class TaskPlugin:
     target: str | None = "label"
     target_detail: str = "needs a label on every record"
     # (row fields, data.sources[] entry, data section) -> (label string or None, quarantine
-    # reason or None); None: the data engine's own (one label, data.labels / label_bins)
+    # reason or None); None: the data engine's own (one label, data.labels / label_bins).
+    # One with a `section` keyword also gets the task's own YAML section (TaskPlugin.section),
+    # which then counts in the data stage's fingerprint. Rows with spans reach it too (it may
+    # read labels from them; a "label" task's records then do not keep the spans).
     parse_label: Callable[[dict, Any, Any], tuple[str | None, str | None]] | None = None
     # (labels of kept records, entity types seen) -> the run's label list (data manifest)
     labels_of: Callable[[list, list], list[str]] | None = None
@@ -120,6 +123,16 @@ class TaskPlugin:
 
     def supports(self, extra: str) -> bool:
         return extra in self.extras
+
+    def hook(self, name: str, doing: str) -> Callable:
+        """The hook `name`, or a clear error when this task leaves it out."""
+        fn = getattr(self, name)
+        if fn is None:
+            raise ConfigError(
+                f"task: {self.name} cannot {doing}: its plugin has no `{name}` hook. Fix: skip "
+                f"that command for this task, or add `{name}` to the plugin."
+            )
+        return fn
 
 
 def _load(name: str, target: str | Any) -> TaskPlugin:

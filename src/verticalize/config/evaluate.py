@@ -65,10 +65,11 @@ class CvConfig(Section):
 
 class EvalConfig(Section):
     targets: list[Target] = []
-    baselines: list[Literal["tfidf_lr", "lightgbm", "feature_crf"]] | None = Field(
+    baselines: list[str] | None = Field(
         None,
-        description="Default: tfidf_lr + lightgbm (classification), feature_crf (ner), "
-        "none (generation).",
+        description="The task's own baselines (checked against the task plugin). Default: "
+        "tfidf_lr + lightgbm (classification), feature_crf (ner), none (generation), "
+        "tfidf_lr (multilabel), tfidf_ridge (regression).",
     )
     tfidf_analyzer: Literal["auto", "word", "char", "jieba"] = Field(
         "auto",

@@ -84,7 +84,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     test = read_split(cfg, folder.root, "test")
     out_dir = folder.stage_dir("eval")
     plugin = get_task(cfg.task)
-    report, infer_s = plugin.evaluate(cfg, folder, data_m, train_m, test, out_dir)
+    evaluate = plugin.hook("evaluate", "be evaluated")
+    report, infer_s = evaluate(cfg, folder, data_m, train_m, test, out_dir)
     report.setdefault("baselines", {})
     report.setdefault("summary_metrics", plugin.summary_metrics)
     if "verdict" not in report:

@@ -54,7 +54,7 @@ def build_workload(cfg: Config, folder, labels: list[str]) -> Workload:
     """The base model and training passes of cfg.task (its plugin), from the data splits."""
     train = read_split(cfg, folder.root, "train")
     val = read_split(cfg, folder.root, "validation") or train
-    return get_task(cfg.task).workload(cfg, train, val, labels)
+    return get_task(cfg.task).hook("workload", "be planned")(cfg, train, val, labels)
 
 
 def single_pass(cfg: Config, model: nn.Module, recipe, train, val, adapter=None) -> Workload:

@@ -65,7 +65,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
 def _train(cfg, folder, out_dir, data_manifest, fp, tracker) -> StageResult:
     check = memory_check(cfg)
-    fields = get_task(cfg.task).train(
+    fields = get_task(cfg.task).hook("train", "be trained")(
         cfg, folder, out_dir, data_manifest.get("labels") or [], tracker, check
     )
     if not is_main_process():  # rank 0 writes the model and the manifest
