@@ -97,7 +97,9 @@ def test_feature_crf_on_wnut(wnut):
             n_pred += 1
     f1, n_gold, n_p, correct = _micro_f1([r["spans"] for r in test], out["predictions"])
     assert n_p == n_pred and n_gold > 150
-    print(f"WNUT feature_crf: {out['fit_seconds']:.1f}s fit, micro F1 {f1:.4f} ({correct}/{n_p} of {n_gold})")
+    print(
+        f"WNUT feature_crf: {out['fit_seconds']:.1f}s fit, micro F1 {f1:.4f} ({correct}/{n_p} of {n_gold})"
+    )
     assert f1 > 0.1, (f1, n_gold, n_p, correct)
     assert correct / n_p > 0.3  # precision of a feature CRF on tweets is well above chance
 

@@ -57,18 +57,19 @@ def _json_min(row: dict, src: Source) -> tuple[dict | None, str | None]:
             fields.pop(src.label)
         elif len(value) == 1:
             fields[src.label] = value[0]
-        elif len(value) > 1:
-            return None, f"multi_label: {len(value)} choices {value}; one label per record"
+        else:  # several choices: a list, for the task to read (multilabel takes it)
+            fields[src.label] = value
     return fields, None
 
 
-def _choice(results: list, control: str) -> str | None:
+def _choice(results: list, control: str) -> str | list[str] | None:
+    """The choice picked, or the list of them for a multi-choice pick."""
     choices = [r for r in results if isinstance(r, dict) and r.get("type") == "choices"]
     named = [r for r in choices if r.get("from_name") == control]
     for r in named or choices:
         picked = (r.get("value") or {}).get("choices") or []
         if picked:
-            return str(picked[0])
+            return str(picked[0]) if len(picked) == 1 else [str(c) for c in picked]
     return None
 
 
@@ -108,8 +109,6 @@ def doccano_fields(row: dict, src: Source) -> tuple[dict | None, str | None]:
         fields.pop(src.label, None)
         fields.pop("labels", None)
         return fields, None
-    if isinstance(value, list):
-        if len(value) > 1:
-            return None, f"multi_label: {len(value)} labels {value}; one label per record"
-        fields[src.label] = value[0] if value else None
+    if isinstance(value, list):  # several labels stay a list, for the task to read
+        fields[src.label] = value if len(value) > 1 else (value[0] if value else None)
     return fields, None

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import inspect
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 from verticalize.config import DataConfig, Source
@@ -35,10 +37,12 @@ def _label_of(row: dict, src: Source, cfg: DataConfig) -> tuple[str | None, str 
     if src.label_value is not None:
         return src.label_value, None
     raw = row.get(src.label)
+    if isinstance(raw, list):  # an annotation tool's choices
+        if len(raw) > 1:
+            return None, "multi_label"
+        raw = raw[0] if raw else None
     if raw is None or str(raw).strip() == "":
         return None, "missing_label"
-    if isinstance(raw, list) and len(raw) == 1:
-        raw = raw[0]
     raw = str(raw).strip()
     if cfg.label_bins:
         try:
@@ -51,10 +55,28 @@ def _label_of(row: dict, src: Source, cfg: DataConfig) -> tuple[str | None, str 
     return raw, None
 
 
+def takes_section(plugin) -> bool:
+    """Whether the task's parse_label reads the task's own YAML section (a `section` keyword)."""
+    parse = plugin.parse_label
+    return parse is not None and "section" in inspect.signature(parse).parameters
+
+
+def label_parser(plugin, section=None) -> Callable[[dict, Source, DataConfig], tuple]:
+    """The task's parse_label (given its YAML section when it takes one), or the default."""
+    if plugin.parse_label is None:
+        return _label_of
+    return (
+        partial(plugin.parse_label, section=section)
+        if takes_section(plugin)
+        else plugin.parse_label
+    )
+
+
 FIXES = {
     "missing_text": "fill the field, or point data.sources[].text at the field that holds the text",
     "missing_label": "fill the field, or point data.sources[].label at the field with the label",
     "label_not_in_set": "correct the record, or add the label to data.labels",
+    "multi_label": "give one label per record, or set task: multilabel",
     "label_not_numeric": "give a number, or remove data.label_bins",
     "label_outside_bins": "correct the value, or widen data.label_bins",
     "bad_span": "give spans as [[start, end, TAG], …] with 0 <= start < end <= len(text)",
@@ -79,9 +101,11 @@ def ingest_source(
     tally: StepTally,
     quarantine: Quarantine,
     task: str = "classification",
+    section=None,
 ) -> Iterator[dict]:
-    """Records of one source in file order (a `sample` holds the source's records in memory)."""
-    records = _records(index, src, res, cfg, tally, quarantine, task)
+    """Records of one source in file order (a `sample` holds the source's records in memory);
+    `section` is the task's own YAML section, for its parse_label."""
+    records = _records(index, src, res, cfg, tally, quarantine, task, section)
     if src.sample is None:
         for rec in records:
             tally.n_out += 1
@@ -98,7 +122,9 @@ def ingest_source(
     yield from kept
 
 
-def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
+def _records(index, src, res, cfg, tally, quarantine, task, section) -> Iterator[dict]:
+    plugin = get_task(task)
+    label_of = label_parser(plugin, section)
     previous, repeat = None, 0
     for row in read_rows(res, src):
         tally.n_in += 1
@@ -134,9 +160,16 @@ def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
         if src.item and src.annotator:  # one row per (item, annotator): grouped later
             rec["item"] = str(fields.get(src.item))
             annotations = [{"annotator": str(fields.get(src.annotator)), "label": None}]
-        plugin = get_task(task)
-        label_of = plugin.parse_label or _label_of
-        if spans is not None or annotations or plugin.target == "spans":  # spans, not a label
+        if annotations and not src.item:
+            reason = _read_picks(annotations, label_of, src, cfg)
+        # a task that reads its labels itself may read them from the spans: then the spans
+        # are no target of the record (the split stratifies on the label, not on them)
+        spans_are_target = plugin.parse_label is None or plugin.target == "spans"
+        if spans is not None and not spans_are_target:
+            spans = None
+        if reason:
+            label = None
+        elif spans is not None or annotations or plugin.target == "spans":  # spans, not a label
             label, reason = (src.label_value, None) if src.label_value else (None, None)
             if fields.get(src.label) not in (None, ""):
                 label, reason = label_of(fields, src, cfg)
@@ -157,6 +190,17 @@ def _records(index, src, res, cfg, tally, quarantine, task) -> Iterator[dict]:
         if src.group and fields.get(src.group) not in (None, ""):
             rec["group"] = f"{src.group}={fields[src.group]}"
         yield rec
+
+
+def _read_picks(annotations: list, label_of, src: Source, cfg: DataConfig) -> str | None:
+    """Each annotator's multi-choice pick (a list) read as a row's label is; the first
+    reason a pick is bad, or None."""
+    for a in annotations:
+        if isinstance(a.get("label"), list):
+            a["label"], reason = label_of({src.label: a["label"]}, src, cfg)
+            if reason:
+                return reason
+    return None
 
 
 def _text_of(src, res, fields, where, cfg, tally, quarantine) -> str | None:
@@ -272,11 +316,12 @@ def iter_sources(
     quarantine: Quarantine,
     provenance: list[dict],
     task: str = "classification",
+    section=None,
 ) -> Iterator[dict]:
     """Stream the records of every source; `provenance` gets one entry per finished source."""
     for i, src in enumerate(cfg.sources):
         res = resolve(src.path, src.format, base_dir)
         before = tally.n_in
-        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine, task)
+        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine, task, section)
         rows = tally.n_in - before
         provenance.append({"path": src.path, **res.provenance(), "rows": rows, "empty": rows == 0})

@@ -19,7 +19,7 @@ from verticalize.config import Config
 from verticalize.data.clean import normalize_text
 from verticalize.data.dedup import Deduplicator
 from verticalize.data.engine import map_records
-from verticalize.data.ingest import bad_record_error, iter_sources
+from verticalize.data.ingest import bad_record_error, iter_sources, takes_section
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
 from verticalize.data.process import STEPS, RecordProcessor
@@ -35,7 +35,11 @@ from verticalize.source_paths import resolve
 def data_fingerprint(cfg: Config) -> str:
     base = cfg.source_file.parent
     digests = [file_digest(resolve(s.path, s.format, base)) for s in cfg.data.sources]
-    return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests)
+    # a task section its parse_label reads changes the labels, like data.labels does
+    reads = (
+        [cfg.task_section().model_dump(mode="json")] if takes_section(get_task(cfg.task)) else []
+    )
+    return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests, *reads)
 
 
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
@@ -74,7 +78,10 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         t_ingest = StepTally("ingest")
         detector = _boilerplate_detector(d)
         with open(work / "ingested.jsonl", "w", encoding="utf-8") as fh:
-            for rec in iter_sources(d, base, cfg.seed, t_ingest, quarantine, provenance, cfg.task):
+            records = iter_sources(
+                d, base, cfg.seed, t_ingest, quarantine, provenance, cfg.task, cfg.task_section()
+            )
+            for rec in records:
                 before.add(rec)
                 if detector is not None and "spans" not in rec:  # lines as pass 2 will see them
                     detector.observe(normalize_text(rec["text"], d.clean))
