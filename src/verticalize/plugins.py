@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
-    from verticalize.config import Config
+# verticalize.config.Config: the config validates `task:` through this module, so this module
+# does not import the config (not even for type checking) and names its type loosely
+Config = Any
 
 GROUP = "verticalize.tasks"
 BUILTIN = {
