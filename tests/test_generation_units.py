@@ -12,10 +12,10 @@ from verticalize.data.conversations import ConversationError, from_row, from_tem
 from verticalize.errors import ModelError
 from verticalize.models.adapt import adapt, count_parameters, merged, reduce_layers
 from verticalize.models.load import load_causal_lm, load_tokenizer, resolve_base
+from verticalize.models.text_batches import bucketed_order
 from verticalize.tasks.generation.lm import (
     IGNORE,
     Encoded,
-    bucketed_order,
     encode_conversation,
     lm_logits,
     lm_loss,

@@ -11,7 +11,8 @@ import pytest
 import torch
 from serve_support import LABELS, classifier_folder
 
-from verticalize.predict import length_chunks, load_predictor
+from verticalize.models.text_batches import length_chunks
+from verticalize.predict import load_predictor
 from verticalize.serve.engines import folder_version, mean_pool
 from verticalize.serve.generation import StopScanner, cut_at_stop
 from verticalize.tasks.classification.encode import predict_records

@@ -52,28 +52,6 @@ def load_predictor(folder: Path, batch_size: int = 32) -> Predictor:
     return plugin.predictor(folder, batch_size)
 
 
-def length_chunks(lengths: list[int], max_chunk: int, overhead_tokens: int = 64) -> list[list[int]]:
-    """Indices grouped into forward passes of at most `max_chunk` texts, in length order,
-    minimising padded tokens + `overhead_tokens` per pass (a pass costs about as much as
-    that many extra tokens: ~16 ms vs ~0.27 ms per token for MiniLM on one CPU core).
-    Dynamic programming over the sorted lengths: optimal for that cost, O(n * max_chunk)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    n = len(order)
-    best = [0.0] + [float("inf")] * n  # best[j]: cost of the first j texts (sorted)
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        width = lengths[order[j - 1]]  # the longest text of a chunk ending at j
-        for i in range(max(0, j - max_chunk), j):
-            cost = best[i] + overhead_tokens + (j - i) * width
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    chunks, j = [], n
-    while j > 0:
-        chunks.append(order[cut[j] : j])
-        j = cut[j]
-    return chunks[::-1]
-
-
 def label_results(probs, labels: list[str]) -> list[dict]:
     """One {"label", "score", "probs"} dict per row of class probabilities."""
     return [

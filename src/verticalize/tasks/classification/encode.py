@@ -4,69 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from verticalize.models import text_batches
+from verticalize.models.text_batches import TextItems, batched_outputs
 
 
-class EncodedRecords(Dataset):
-    """Tokenized records (unpadded); padding happens per batch in `collate`. Records without
-    a "label" field (texts to predict) get label -100."""
+class EncodedRecords(TextItems):
+    """Tokenized records (unpadded), each with its class id; records without a "label"
+    field (texts to predict) get label -100."""
 
     def __init__(self, records: list[dict], tokenizer, label2id: dict[str, int], max_length: int):
-        enc = tokenizer(
-            [r["text"] for r in records], truncation=True, max_length=max_length, padding=False
-        )
-        self.items = [
-            {
-                "input_ids": enc["input_ids"][i],
-                "attention_mask": enc["attention_mask"][i],
-                "labels": label2id[r["label"]] if "label" in r else -100,
-            }
-            for i, r in enumerate(records)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-    def n_tokens(self) -> int:
-        return sum(len(x["input_ids"]) for x in self.items)
+        ids = [label2id[r["label"]] if "label" in r else -100 for r in records]
+        super().__init__(records, tokenizer, max_length, ids)
 
 
 def make_collate(pad_token_id: int):
-    """Right-pad a list of encoded items into tensors."""
-
-    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(x["input_ids"]) for x in items)
-        ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, x in enumerate(items):
-            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
-            mask[i, : len(x["attention_mask"])] = torch.tensor(x["attention_mask"])
-        labels = torch.tensor([x["labels"] for x in items], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    return collate
+    """Right-pad a list of encoded items into tensors; class ids as long."""
+    return text_batches.make_collate(pad_token_id, lambda ys: torch.tensor(ys, dtype=torch.long))
 
 
-@torch.no_grad()
-def predict_proba(model, dataset: EncodedRecords, pad_token_id: int, batch_size: int) -> np.ndarray:
+def predict_proba(model, dataset, pad_token_id: int, batch_size: int) -> np.ndarray:
     """Class probabilities for every item, batched by length (shortest first) for speed."""
-    model.eval()
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset[i]["input_ids"]))
-    collate = make_collate(pad_token_id)
     out = np.zeros((len(dataset), model.config.num_labels), dtype=np.float32)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([dataset[i] for i in idx])
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-        ).logits
-        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
+    return batched_outputs(model, dataset, pad_token_id, batch_size, _softmax, out)
+
+
+def _softmax(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
 
 def predict_records(

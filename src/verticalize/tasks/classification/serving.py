@@ -7,10 +7,12 @@ import json
 from collections.abc import Hashable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from verticalize.errors import ServeError
-from verticalize.predict import label_results, length_chunks
+from verticalize.models.text_batches import chunked_outputs
+from verticalize.predict import label_results
 from verticalize.serve.engines import CHUNK, Engine, encoder_of
 from verticalize.tasks.classification.encode import EncodedRecords, predict_proba
 
@@ -32,18 +34,16 @@ class Classifier:
     def probabilities(self, texts: list[str]):
         """Class probabilities, [len(texts), len(labels)]; texts run in length-sorted chunks
         chosen by `length_chunks`, so short texts are not padded to the longest one."""
-        import numpy as np
-        import torch
-
         records = [{"text": t} for t in texts]
         data = EncodedRecords(records, self.tokenizer, {}, self.tokenizer.model_max_length)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        lengths = [len(item["input_ids"]) for item in data.items]
-        with torch.inference_mode():
-            for idx in length_chunks(lengths, self.batch_size):
-                chunk = [data[i] for i in idx]
-                out[idx] = predict_proba(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
-        return out
+        pad = self.tokenizer.pad_token_id
+        return chunked_outputs(
+            data.items,
+            self.batch_size,
+            lambda chunk: predict_proba(self.model, chunk, pad, len(chunk)),
+            out,
+        )
 
     def __call__(self, texts: list[str]) -> list[dict]:
         return label_results(self.probabilities(texts), self.labels)

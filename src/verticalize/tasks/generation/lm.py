@@ -152,19 +152,6 @@ def padded_row(seq: Encoded) -> dict[str, list[int]]:
     return {"input_ids": seq.input_ids, "labels": [IGNORE] + seq.labels[1:]}
 
 
-def bucketed_order(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[int]:
-    """A shuffled order in which each run of `batch_size` items has similar lengths: shuffle,
-    sort within windows of 50 batches, then shuffle the batches."""
-    perm = torch.randperm(len(lengths), generator=generator).tolist()
-    window = batch_size * 50
-    batches = []
-    for w in range(0, len(perm), window):
-        chunk = sorted(perm[w : w + window], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [i for b in shuffled for i in batches[b]]
-
-
 def make_lm_collate(pad_token_id: int):
     """Right-pad rows. Packed rows carry position_ids and no attention mask (transformers
     builds a block-diagonal causal mask from restarting positions); padded rows carry an

@@ -16,9 +16,9 @@ from verticalize.data.outputs import read_split
 from verticalize.errors import ConfigError
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_causal_lm, resolve_base
+from verticalize.models.text_batches import bucketed_order
 from verticalize.tasks.generation.lm import (
     Encoded,
-    bucketed_order,
     encode_conversation,
     encode_text,
     generation_recipe,

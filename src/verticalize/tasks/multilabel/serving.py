@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from verticalize.predict import length_chunks
+from verticalize.models.text_batches import chunked_outputs
 from verticalize.serve.engines import CHUNK, Engine, encoder_of
 from verticalize.tasks.multilabel.encode import EncodedRecords, predict_proba
 from verticalize.tasks.multilabel.thresholds import read_thresholds
@@ -52,12 +52,13 @@ class MultilabelClassifier:
             [{"text": t} for t in texts], self.tokenizer, [], self.tokenizer.model_max_length
         )
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        lengths = [len(item["input_ids"]) for item in data.items]
-        with torch.inference_mode():
-            for idx in length_chunks(lengths, self.batch_size):
-                chunk = [data[i] for i in idx]
-                out[idx] = predict_proba(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
-        return out
+        pad = self.tokenizer.pad_token_id
+        return chunked_outputs(
+            data.items,
+            self.batch_size,
+            lambda chunk: predict_proba(self.model, chunk, pad, len(chunk)),
+            out,
+        )
 
     def __call__(self, texts: list[str]) -> list[dict]:
         return label_set_results(self.probabilities(texts), self.labels, self.thresholds)

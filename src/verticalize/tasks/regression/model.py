@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from verticalize.errors import DataError
+from verticalize.models import text_batches
+from verticalize.models.text_batches import TextItems, batched_outputs
 
 SCALE_KEY = "regression_target"  # config.json: how the targets were scaled in training
 
@@ -71,62 +72,28 @@ def target_of(record: dict) -> float:
     return float(label) if label not in (None, "") else math.nan
 
 
-class EncodedRecords(Dataset):
+class EncodedRecords(TextItems):
     """Tokenized records (unpadded) with standardised float targets ("labels")."""
 
     def __init__(self, records: list[dict], tokenizer, scale: Scale, max_length: int):
-        enc = tokenizer(
-            [r["text"] for r in records], truncation=True, max_length=max_length, padding=False
-        )
-        self.items = [
-            {
-                "input_ids": enc["input_ids"][i],
-                "attention_mask": enc["attention_mask"][i],
-                "labels": scale.to_z(target_of(r)),
-            }
-            for i, r in enumerate(records)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
+        targets = [scale.to_z(target_of(r)) for r in records]
+        super().__init__(records, tokenizer, max_length, targets)
 
 
 def make_collate(pad_token_id: int):
     """Right-pad encoded items into tensors; targets as float32."""
-
-    def collate(items: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(x["input_ids"]) for x in items)
-        ids = torch.full((len(items), width), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        for i, x in enumerate(items):
-            ids[i, : len(x["input_ids"])] = torch.tensor(x["input_ids"])
-            mask[i, : len(x["attention_mask"])] = torch.tensor(x["attention_mask"])
-        labels = torch.tensor([x["labels"] for x in items], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-    return collate
+    return text_batches.make_collate(pad_token_id, lambda ys: torch.tensor(ys, dtype=torch.float32))
 
 
 @torch.inference_mode()
 def predict_outputs(model, items: list[dict], pad_token_id: int, batch_size: int) -> np.ndarray:
     """The model's single output for every item, batched by length (shortest first)."""
-    model.eval()
-    order = sorted(range(len(items)), key=lambda i: len(items[i]["input_ids"]))
-    collate = make_collate(pad_token_id)
     out = np.zeros(len(items), dtype=np.float64)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([items[i] for i in idx])
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-        ).logits
-        out[idx] = logits[:, 0].float().cpu().numpy()
-    return out
+    return batched_outputs(model, items, pad_token_id, batch_size, _first_output, out)
+
+
+def _first_output(logits: torch.Tensor) -> np.ndarray:
+    return logits[:, 0].float().cpu().numpy()
 
 
 def regression_loss(kind: str, huber_delta: float):

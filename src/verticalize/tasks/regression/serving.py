@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from verticalize.predict import length_chunks
+from verticalize.models.text_batches import chunked_outputs
 from verticalize.serve.engines import CHUNK, Engine, encoder_of
 from verticalize.tasks.regression.model import (
     EncodedRecords,
@@ -44,11 +44,13 @@ class Regressor:
             [{"text": t} for t in texts], self.tokenizer, Scale(), self.tokenizer.model_max_length
         ).items
         out = np.zeros(len(texts), dtype=np.float64)
-        lengths = [len(x["input_ids"]) for x in items]
-        for idx in length_chunks(lengths, self.batch_size):
-            chunk = [items[i] for i in idx]
-            out[idx] = predict_outputs(self.model, chunk, self.tokenizer.pad_token_id, len(idx))
-        return out
+        pad = self.tokenizer.pad_token_id
+        return chunked_outputs(
+            items,
+            self.batch_size,
+            lambda chunk: predict_outputs(self.model, chunk, pad, len(chunk)),
+            out,
+        )
 
     def __call__(self, texts: list[str]) -> list[dict]:
         return [{"score": round(float(v), 6)} for v in self.values(texts)]
