@@ -74,15 +74,17 @@ class TaskPlugin:
     # what every record must carry: "label", "spans" or None (the source kind says)
     target: str | None = "label"
     target_detail: str = "needs a label on every record"
-    # (row fields, data.sources[] entry, data section) -> (label string or None, quarantine
-    # reason or None); None: the data engine's own (one label, data.labels / label_bins).
-    # One with a `section` keyword also gets the task's own YAML section (TaskPlugin.section),
-    # which then counts in the data stage's fingerprint. Rows with spans reach it too (it may
-    # read labels from them; a "label" task's records then do not keep the spans).
-    parse_label: Callable[[dict, Any, Any], tuple[str | None, str | None]] | None = None
+    # (row fields, data.sources[] entry, data section, section=the task's own YAML section or
+    # None) -> (label string or None, quarantine reason or None); None: the data engine's own
+    # (one label, data.labels / label_bins). Rows with spans reach it too (it may read labels
+    # from them; a "label" task's records then do not keep the spans).
+    parse_label: Callable[..., tuple[str | None, str | None]] | None = None
     # (labels of kept records, entity types seen) -> the run's label list (data manifest)
     labels_of: Callable[[list, list], list[str]] | None = None
     min_classes: int = 0  # fewer distinct labels after curation is an error
+    # (cfg) -> config sections whose change means redoing the data stage (what parse_label
+    # reads of the task's section)
+    data_sections: Callable[[Config], list[dict]] = lambda cfg: []
     stratify_key: Callable[[Any], Any] | None = None  # label -> what splits stratify on
     # --- train (T1–T9) ---
     # (cfg) -> config sections whose change means retraining (fingerprint)

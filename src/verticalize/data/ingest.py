@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import inspect
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -32,8 +31,10 @@ def label_from_bins(value: str, bins: dict[str, tuple[float, float]]) -> str | N
     return None
 
 
-def _label_of(row: dict, src: Source, cfg: DataConfig) -> tuple[str | None, str | None]:
-    """(label, None) or (None, reason)."""
+def _label_of(
+    row: dict, src: Source, cfg: DataConfig, section=None
+) -> tuple[str | None, str | None]:
+    """(label, None) or (None, reason): one label per record (the task's section unused)."""
     if src.label_value is not None:
         return src.label_value, None
     raw = row.get(src.label)
@@ -53,23 +54,6 @@ def _label_of(row: dict, src: Source, cfg: DataConfig) -> tuple[str | None, str 
     if cfg.labels is not None and raw not in cfg.labels:
         return None, "label_not_in_set"
     return raw, None
-
-
-def takes_section(plugin) -> bool:
-    """Whether the task's parse_label reads the task's own YAML section (a `section` keyword)."""
-    parse = plugin.parse_label
-    return parse is not None and "section" in inspect.signature(parse).parameters
-
-
-def label_parser(plugin, section=None) -> Callable[[dict, Source, DataConfig], tuple]:
-    """The task's parse_label (given its YAML section when it takes one), or the default."""
-    if plugin.parse_label is None:
-        return _label_of
-    return (
-        partial(plugin.parse_label, section=section)
-        if takes_section(plugin)
-        else plugin.parse_label
-    )
 
 
 FIXES = {
@@ -124,7 +108,8 @@ def ingest_source(
 
 def _records(index, src, res, cfg, tally, quarantine, task, section) -> Iterator[dict]:
     plugin = get_task(task)
-    label_of = label_parser(plugin, section)
+    parse = plugin.parse_label or _label_of
+    label_of = partial(parse, section=section)
     previous, repeat = None, 0
     for row in read_rows(res, src):
         tally.n_in += 1

@@ -19,7 +19,7 @@ from verticalize.config import Config
 from verticalize.data.clean import normalize_text
 from verticalize.data.dedup import Deduplicator
 from verticalize.data.engine import map_records
-from verticalize.data.ingest import bad_record_error, iter_sources, takes_section
+from verticalize.data.ingest import bad_record_error, iter_sources
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
 from verticalize.data.process import STEPS, RecordProcessor
@@ -35,10 +35,7 @@ from verticalize.source_paths import resolve
 def data_fingerprint(cfg: Config) -> str:
     base = cfg.source_file.parent
     digests = [file_digest(resolve(s.path, s.format, base)) for s in cfg.data.sources]
-    # a task section its parse_label reads changes the labels, like data.labels does
-    reads = (
-        [cfg.task_section().model_dump(mode="json")] if takes_section(get_task(cfg.task)) else []
-    )
+    reads = get_task(cfg.task).data_sections(cfg)  # e.g. how the task parses its labels
     return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests, *reads)
 
 

@@ -184,6 +184,7 @@ plugin = TaskPlugin(
     labels_of=labels_of,
     min_classes=2,
     fingerprint_sections=lambda cfg: [cfg.task_section().model_dump(mode="json")],
+    data_sections=lambda cfg: [cfg.task_section().model_dump(mode="json")],  # parse_label reads it
     train=train,
     workload=workload,
     evaluate=evaluate,

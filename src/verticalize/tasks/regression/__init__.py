@@ -61,8 +61,9 @@ def tune_metric(metric: str, cfg: Config) -> tuple[str, str | None]:
     return metric, f"unknown metric {metric!r}. Fix: use one of: {', '.join(STOP_METRICS)}."
 
 
-def parse_label(row: dict, src, data_cfg) -> tuple[str | None, str | None]:
-    """The row's target (data.sources[].label, or label_value) as a number string."""
+def parse_label(row: dict, src, data_cfg, section=None) -> tuple[str | None, str | None]:
+    """The row's target (data.sources[].label, or label_value) as a number string (the
+    `regression:` section does not change it)."""
     raw = src.label_value if src.label_value is not None else row.get(src.label)
     if isinstance(raw, list) and len(raw) == 1:
         raw = raw[0]
