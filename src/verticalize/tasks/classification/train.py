@@ -3,7 +3,6 @@ or prompt tuning) on the generic loop; model/ gets the merged model and the toke
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from verticalize.config import Config
@@ -15,6 +14,7 @@ from verticalize.runfolder import RunFolder
 from verticalize.tasks.classification.encode import EncodedRecords, classification_recipe
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
+from verticalize.train.text_model import pass_fields, save_text_model
 
 
 def classification_setup(cfg: Config, train_records, val_records, labels: list[str]):
@@ -56,20 +56,5 @@ def train_classification(
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
     if is_main_process():
-        final = merged(model)
-        shutil.rmtree(folder.model_dir, ignore_errors=True)
-        final.save_pretrained(folder.model_dir)
-        tokenizer.model_max_length = cfg.model.max_length  # predict/serve truncate as in training
-        tokenizer.save_pretrained(folder.model_dir)
-    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
-    return {
-        "in": len(train_records),
-        "out": len(train_records),
-        "dropped": {},
-        "truncated_to_max_length": truncated,
-        "base_model": cfg.model.base,
-        "method": cfg.model.method,
-        "parameters": total,
-        "trainable_parameters": trainable,
-        **outcome.manifest_fields(cfg.train.early_stopping.metric),
-    }
+        save_text_model(merged(model), tokenizer, folder.model_dir, cfg.model.max_length)
+    return pass_fields(cfg, train_records, train_set.items, (total, trainable), outcome)

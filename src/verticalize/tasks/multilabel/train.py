@@ -5,7 +5,6 @@ saved beside the model (thresholds.json), so predict and serve decide as evaluat
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from verticalize.tasks.multilabel.metrics import tune_thresholds
 from verticalize.tasks.multilabel.thresholds import save_thresholds
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
+from verticalize.train.text_model import pass_fields, save_text_model
 
 PROBLEM_TYPE = "multi_label_classification"
 
@@ -97,25 +97,17 @@ def train_multilabel(
             if ml.tune_thresholds
             else [ml.threshold] * len(labels)
         )
-        shutil.rmtree(folder.model_dir, ignore_errors=True)
-        final.save_pretrained(folder.model_dir)
-        tokenizer.model_max_length = cfg.model.max_length  # predict/serve truncate as in training
-        tokenizer.save_pretrained(folder.model_dir)
+        save_text_model(final, tokenizer, folder.model_dir, cfg.model.max_length)
         thresholds = save_thresholds(folder.model_dir, labels, cut, ml.tune_thresholds)
         console.print(
             "train: thresholds "
             + ", ".join(f"{k} {v:.2f}" for k, v in thresholds["thresholds"].items())
         )
-    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
-    return {
-        "in": len(train_records),
-        "out": len(train_records),
-        "dropped": {},
-        "truncated_to_max_length": truncated,
-        "base_model": cfg.model.base,
-        "method": cfg.model.method,
-        "parameters": total,
-        "trainable_parameters": trainable,
-        "thresholds": thresholds and thresholds["thresholds"],
-        **outcome.manifest_fields(cfg.train.early_stopping.metric),
-    }
+    return pass_fields(
+        cfg,
+        train_records,
+        train_set.items,
+        (total, trainable),
+        outcome,
+        thresholds=thresholds and thresholds["thresholds"],
+    )

@@ -3,7 +3,6 @@ generic loop; model/ gets the merged model, rescaled to predict in the target's 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from verticalize.config import Config
@@ -22,6 +21,7 @@ from verticalize.tasks.regression.model import (
 from verticalize.tasks.regression.settings import settings_of
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
+from verticalize.train.text_model import pass_fields, save_text_model
 
 OUTPUT_NAME = "score"  # the single output's name in config.json (id2label)
 
@@ -69,21 +69,13 @@ def train_regression(
     if is_main_process():
         final = merged(model)
         fold_scale(final, scale)
-        shutil.rmtree(folder.model_dir, ignore_errors=True)
-        final.save_pretrained(folder.model_dir)
-        tokenizer.model_max_length = cfg.model.max_length  # predict/serve truncate as in training
-        tokenizer.save_pretrained(folder.model_dir)
-    truncated = sum(len(x["input_ids"]) >= cfg.model.max_length for x in train_set.items)
-    return {
-        "in": len(train_records),
-        "out": len(train_records),
-        "dropped": {},
-        "truncated_to_max_length": truncated,
-        "base_model": cfg.model.base,
-        "method": cfg.model.method,
-        "parameters": total,
-        "trainable_parameters": trainable,
-        "target_scale": {"mean": scale.mean, "std": scale.std, "transform": scale.transform},
-        "loss": settings_of(cfg).loss,
-        **outcome.manifest_fields(cfg.train.early_stopping.metric),
-    }
+        save_text_model(final, tokenizer, folder.model_dir, cfg.model.max_length)
+    return pass_fields(
+        cfg,
+        train_records,
+        train_set.items,
+        (total, trainable),
+        outcome,
+        target_scale={"mean": scale.mean, "std": scale.std, "transform": scale.transform},
+        loss=settings_of(cfg).loss,
+    )
