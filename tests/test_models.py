@@ -1,10 +1,12 @@
 """Adaptation methods on the real bundled MiniLM: which parameters train; LoRA merges."""
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from verticalize.config import ModelConfig
+from verticalize.config import ModelConfig, load_config
 from verticalize.errors import ModelError
 from verticalize.models.adapt import adapt, count_parameters, merged, transformer_layers
 from verticalize.models.load import load_sequence_classifier, resolve_base
@@ -44,6 +46,28 @@ def test_freeze_head_only(minilm):
     model, _ = minilm
     model = adapt(model, ModelConfig(method="freeze", freeze={"head_only": True}))
     assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
+
+
+@pytest.mark.parametrize("method", ["full", "freeze", "lora"])
+def test_freeze_embeddings_from_the_yaml_fixes_the_word_embeddings(minilm, csv_project, method):
+    cfg = load_config(
+        csv_project("model:\n  base: all-MiniLM-L6-v2\n"),
+        [f"model.method={method}", "model.freeze_embeddings=true"],
+    )
+    assert cfg.model.freeze_embeddings is True
+    model, _ = minilm
+    _, before = count_parameters(
+        adapt(copy.deepcopy(model), cfg.model.model_copy(update={"freeze_embeddings": False}))
+    )
+    model = adapt(model, cfg.model)
+    words = model.get_input_embeddings().weight
+    total, trainable = count_parameters(model)
+    assert not words.requires_grad and words.numel() == 30522 * 384
+    if method == "full":  # only the word embeddings stop: positions and LayerNorm train on
+        assert trainable == before - words.numel() == total - words.numel()
+        assert "bert.embeddings.position_embeddings.weight" in trainable_names(model)
+    else:  # freeze already fixed them, LoRA trains adapters only: nothing more to take
+        assert trainable == before
 
 
 def test_freeze_more_layers_than_exist_is_a_config_error(minilm):

@@ -11,7 +11,8 @@ from scipy import stats
 from sklearn.metrics import f1_score
 
 from verticalize.errors import VerticalizeError
-from verticalize.evaluate.compare import _fast_metric, compare_runs, write_comparison
+from verticalize.evaluate.compare import compare_runs, write_comparison
+from verticalize.evaluate.margin import code_metric
 from verticalize.evaluate.significance import _rng_kwarg, mcnemar, paired_bootstrap
 from verticalize.metrics import classification_metrics
 
@@ -146,10 +147,10 @@ def test_fast_metric_equals_classification_metrics():
         for k in ("precision", "recall", "f1")
     ]
     for name in names:
-        assert _fast_metric(name, len(labels), len(codes))(g, p) == pytest.approx(ref[name]), name
+        assert code_metric(name, len(labels), len(codes))(g, p) == pytest.approx(ref[name]), name
     for i, lab in enumerate(labels):
         for kind in ("precision", "recall", "f1"):
-            got = _fast_metric(f"{kind}:{i}", len(labels), len(codes))(g, p)
+            got = code_metric(f"{kind}:{i}", len(labels), len(codes))(g, p)
             assert got == pytest.approx(ref["per_class"][lab][kind])
 
 

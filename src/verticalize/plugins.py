@@ -39,8 +39,18 @@ BUILTIN = {
     "multilabel": "verticalize.tasks.multilabel:plugin",
     "regression": "verticalize.tasks.regression:plugin",
 }
-# evaluation extras a plugin may support (E2, E4, E5, E7): the stages run only these
-EXTRAS = ("cv", "robustness", "attacks", "calibration", "compare", "error_analysis", "onnx_runtime")
+# evaluation extras a plugin may support (E2, E4, E5, E7): the stages run only these;
+# "imbalance": its training honours train.class_weights / loss / sampler / tune_thresholds
+EXTRAS = (
+    "cv",
+    "robustness",
+    "attacks",
+    "calibration",
+    "compare",
+    "error_analysis",
+    "onnx_runtime",
+    "imbalance",
+)
 
 
 def _nothing(*args, **kwargs) -> None:

@@ -5,17 +5,35 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from verticalize.config.base import Section
 
 
 class Target(Section):
+    """An absolute target (`target: 0.8`) or a relative one: `beat: strongest_baseline`
+    (or a baseline's name) `by: 0.02`, judged on the test split."""
+
     metric: str
-    target: float
+    target: float | None = Field(None, description="The value to reach.")
+    beat: str | None = Field(
+        None,
+        description="strongest_baseline, or a baseline of eval.baselines: the model must beat "
+        "its value of `metric` by `by`.",
+    )
+    by: float = Field(0.0, ge=0.0, description="beat: the margin required.")
     direction: Literal["max", "min"] | None = Field(
         None, description="max = higher is better; default: min for latency/loss, else max."
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Target:
+        if (self.target is None) == (self.beat is None):
+            raise ValueError(
+                "a target needs either `target: <value>` or `beat: strongest_baseline` (with "
+                "an optional `by:`), not both and not neither"
+            )
+        return self
 
 
 NOISE_KINDS = ("insert", "delete", "replace", "swap", "homophone", "similar_shape", "traditional")

@@ -50,6 +50,13 @@ class ModelConfig(Section):
     )
     method: Literal[METHODS] = "full"
     max_length: int = Field(128, gt=0, le=8192)
+    freeze_embeddings: bool = Field(
+        False,
+        description="Keep the word-embedding matrix fixed, whatever the method: most of a "
+        "multilingual model's parameters (multilingual-e5-small: 96M of 118M), so this saves "
+        "their gradients and optimizer state. Tied input/output embeddings (most causal LMs) "
+        "freeze the LM head too.",
+    )
     freeze: FreezeConfig = FreezeConfig()
     lora: LoraConfig = LoraConfig()
     layer_reduction: LayerReductionConfig = LayerReductionConfig()

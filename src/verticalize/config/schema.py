@@ -87,13 +87,19 @@ class Config(Section):
     @model_validator(mode="after")
     def _labels_are_consistent(self) -> Config:
         plugin = get_task(self.task)
-        ev = self.eval
+        ev, tr = self.eval, self.train
         asked = {
+            "imbalance": tr.class_weights != "none"
+            or tr.loss != "cross_entropy"
+            or tr.sampler != "shuffle"
+            or tr.tune_thresholds,
             "cv": ev.cv.enabled,
             "robustness": ev.robustness.enabled,
             "attacks": ev.adversarial.fgsm.enabled or ev.adversarial.substitution.enabled,
         }
         switch = {
+            "imbalance": "train.class_weights: none, loss: cross_entropy, sampler: shuffle and "
+            "tune_thresholds: false",
             "cv": "eval.cv.enabled",
             "robustness": "eval.robustness.enabled",
             "attacks": "eval.adversarial.fgsm.enabled / substitution.enabled",

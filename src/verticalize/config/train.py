@@ -43,12 +43,39 @@ class TrainConfig(Section):
     l1: float = Field(0.0, ge=0, description="L1 penalty on trainable weights.")
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     max_grad_norm: float | None = Field(1.0, gt=0)
-    schedule: Literal["cosine", "linear", "step", "constant"] = "cosine"
+    schedule: Literal["cosine", "cosine_restarts", "linear", "step", "constant"] = Field(
+        "cosine",
+        description="After warmup: cosine decay to 0, cosine_restarts (decay to 0 `cycles` "
+        "times, each restart at the full LR), linear decay, step decay, or constant.",
+    )
+    cycles: int = Field(2, ge=1, le=100, description="cosine_restarts: decays to 0 in the run.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     step_size: int = Field(
         100, ge=1, description="step schedule: multiply LR by gamma every N steps"
     )
     gamma: float = Field(0.1, gt=0.0, le=1.0)
+    class_weights: Literal["auto", "none"] | dict[str, float] = Field(
+        "none",
+        description="Per-class loss weights: auto = n / (classes x n_class) from the training "
+        "split (scikit-learn's 'balanced'), none, or {label: weight} (labels left out weigh 1).",
+    )
+    loss: Literal["cross_entropy", "focal"] = Field(
+        "cross_entropy",
+        description="focal = cross-entropy x (1 - p_true)^focal_gamma: easy, confident examples "
+        "count less (Lin et al. 2017); label smoothing and class weights still apply.",
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0, description="loss: focal's exponent.")
+    sampler: Literal["shuffle", "balanced"] = Field(
+        "shuffle",
+        description="shuffle = each training record once an epoch; balanced = as many draws, "
+        "with replacement, each class equally likely (seeded by seed and epoch).",
+    )
+    tune_thresholds: bool = Field(
+        False,
+        description="After training, tune one logit offset per class on the validation split "
+        "for the early-stopping metric (e.g. macro-F1) and fold them into the classification "
+        "head's bias, so predict, eval, export and serve all use them.",
+    )
     eval_every: int | None = Field(None, ge=1, description="Optimizer steps; None = each epoch.")
     checkpoint_every: int | None = Field(None, ge=1, description="Steps; None = at each eval.")
     keep_checkpoints: int = Field(2, ge=1)

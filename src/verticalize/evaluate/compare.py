@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from verticalize.errors import EvalError
+from verticalize.evaluate.margin import code_metric
 from verticalize.evaluate.significance import mcnemar, paired_bootstrap
 from verticalize.metrics import classification_metrics, metric_value
 from verticalize.plugins import get_task, task_names
@@ -102,49 +103,8 @@ def _check_same_test_set(a: dict, b: dict) -> None:
         )
 
 
-def _fast_metric(name: str, n_labels: int, n_codes: int):
-    """`name` from code arrays (codes < n_labels: the label list; the rest: values outside it),
-    like classification_metrics (sklearn, zero_division=0) but fast enough for many resamples."""
-    kind, _, label = name.partition(":")
-
-    def per_label(gold: np.ndarray, pred: np.ndarray):
-        k = n_codes
-        cm = np.bincount(gold * k + pred, minlength=k * k).reshape(k, k)[:n_labels, :n_labels]
-        tp = np.diag(cm).astype(float)
-        n_pred = np.bincount(pred, minlength=k)[:n_labels].astype(float)
-        n_true = np.bincount(gold, minlength=k)[:n_labels].astype(float)
-        return tp, n_pred, n_true
-
-    def ratio(num, den):
-        num, den = np.asarray(num, float), np.asarray(den, float)
-        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
-
-    def scores(tp, n_pred, n_true):
-        return {
-            "precision": ratio(tp, n_pred),
-            "recall": ratio(tp, n_true),
-            "f1": ratio(2 * tp, n_pred + n_true),
-        }
-
-    def fn(gold: np.ndarray, pred: np.ndarray) -> float:
-        if name == "accuracy":
-            return float(np.mean(gold == pred))
-        tp, n_pred, n_true = per_label(gold, pred)
-        if label:
-            return float(scores(tp, n_pred, n_true)[kind][int(label)])
-        avg, _, what = name.partition("_")
-        if avg == "micro":
-            return float(scores(tp.sum(), n_pred.sum(), n_true.sum())[what])
-        s = scores(tp, n_pred, n_true)[what]
-        if avg == "macro":
-            return float(s.mean())
-        return float(ratio((s * n_true).sum(), n_true.sum()))  # weighted
-
-    return fn
-
-
 def _metric_key(name: str, labels: list[str]) -> str:
-    """Validate a metric name; per-class names become `f1:<label index>` for _fast_metric."""
+    """Validate a metric name; per-class names become `f1:<label index>` for code_metric."""
     if name == "accuracy" or name in _AVERAGED:
         return name
     kind, _, label = name.partition(":")
@@ -227,7 +187,7 @@ def compare_runs(
             g,
             pa,
             pb,
-            _fast_metric(_metric_key(name, labels), len(labels), len(index)),
+            code_metric(_metric_key(name, labels), len(labels), len(index)),
             n_resamples=n_resamples,
             confidence=confidence,
             seed=seed,

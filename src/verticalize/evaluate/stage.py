@@ -7,6 +7,7 @@ import time
 from verticalize.config import Config, Target
 from verticalize.console import console
 from verticalize.data.outputs import read_split
+from verticalize.evaluate.margin import strongest_baseline
 from verticalize.evaluate.report import write_report
 from verticalize.metrics import lower_is_better, metric_value
 from verticalize.plugins import get_task
@@ -21,30 +22,60 @@ from verticalize.version import __version__
 SUMMARY = ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"]
 
 
-def check_targets(targets: list[Target], metrics: dict) -> list[dict]:
+def check_targets(targets: list[Target], metrics: dict, baselines: dict | None = None) -> list:
+    """Each target judged on the test metrics; a relative one (`beat`) against the named or
+    strongest baseline's value, plus or minus `by` in the metric's better direction."""
     out = []
     for t in targets:
         direction = t.direction or ("min" if lower_is_better(t.metric) else "max")
         achieved = metric_value(metrics, t.metric)
-        met = achieved is not None and (
-            achieved >= t.target if direction == "max" else achieved <= t.target
-        )
-        out.append(
-            {
-                "metric": t.metric,
-                "target": t.target,
-                "direction": direction,
-                "achieved": achieved,
-                "met": bool(met),
-            }
-        )
+        row = {"metric": t.metric, "target": t.target, "direction": direction}
+        threshold = t.target
+        if t.beat is not None:
+            name = t.beat
+            if name == "strongest_baseline":
+                name = strongest_baseline(baselines or {}, t.metric)
+            b = (baselines or {}).get(name) if name else None
+            value = metric_value(b["metrics"], t.metric) if b else None
+            threshold = None
+            if value is not None:
+                threshold = value + t.by if direction == "max" else value - t.by
+            row |= {"beat": t.beat, "baseline": name, "baseline_value": value, "by": t.by}
+            row["target"] = threshold
+        if achieved is None or threshold is None:
+            met = False
+        elif t.beat is not None:  # beat: strictly better than the baseline (plus `by`)
+            met = achieved > threshold if direction == "max" else achieved < threshold
+        else:
+            met = achieved >= threshold if direction == "max" else achieved <= threshold
+        out.append({**row, "achieved": achieved, "met": bool(met), "target_text": _text(row)})
     return out
 
 
-def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
-    """One honest sentence per baseline: better or not, by how much, on which metric."""
+def _text(row: dict) -> str:
+    """The target column of the report: "≥ 0.8000", or "> tfidf_lr 0.4500 + 0.02"."""
+    if "beat" not in row:
+        return f"{'≤' if row['direction'] == 'min' else '≥'} {row['target']:.4f}"
+    if row["baseline_value"] is None:
+        return f"beat {row['beat']}: no such baseline result"
+    sign = "<" if row["direction"] == "min" else ">"
+    by = f" {'−' if row['direction'] == 'min' else '+'} {row['by']:g}" if row["by"] else ""
+    return f"{sign} {row['baseline']} {row['baseline_value']:.4f}{by}"
+
+
+def verdict(
+    model_m: dict, baselines: dict, key: str = "macro_f1", margin: dict | None = None
+) -> str:
+    """One honest sentence per baseline: better or not, by how much, on which metric. With a
+    `margin` over the strongest baseline (evaluate.margin), that one comes first, saying
+    whether the model beats it and whether the 95% CI of the difference excludes 0."""
     parts = []
+    strongest = strongest_baseline(baselines, key) if margin else None
+    if strongest is not None:
+        parts.append(_margin_sentence(model_m, strongest, baselines[strongest], key, margin))
     for name, b in baselines.items():
+        if name == strongest:
+            continue
         delta = model_m[key] - b["metrics"][key]
         gain = -delta if lower_is_better(key) else delta
         word = "better than" if gain > 0 else ("equal to" if gain == 0 else "NOT better than")
@@ -53,6 +84,27 @@ def verdict(model_m: dict, baselines: dict, key: str = "macro_f1") -> str:
             f"baseline ({b['metrics'][key]:.4f}), Δ {delta:+.4f} on the test split."
         )
     return " ".join(parts) or "No baseline was configured."
+
+
+def _margin_sentence(model_m: dict, name: str, b: dict, key: str, m: dict) -> str:
+    lower = lower_is_better(key)
+    gain = -m["delta"] if lower else m["delta"]
+    low, high = (-m["ci_high"], -m["ci_low"]) if lower else (m["ci_low"], m["ci_high"])
+    ci = f"95% CI [{m['ci_low']:+.4f}, {m['ci_high']:+.4f}]"
+    p = f"{'McNemar' if m.get('test') == 'mcnemar' else 'bootstrap'} p = {m['p_value']:.3g}"
+    numbers = (
+        f"{key} {model_m[key]:.4f} vs {b['metrics'][key]:.4f}, Δ {m['delta']:+.4f} ({ci}, {p})"
+    )
+    if gain <= 0:
+        return f"The fine-tuned model does not beat {name}, the strongest baseline: {numbers}."
+    if low > 0:
+        return f"The fine-tuned model beats {name}, the strongest baseline: {numbers}."
+    if high < 0:  # cannot happen with gain > 0, kept for completeness
+        return f"The fine-tuned model does not beat {name}, the strongest baseline: {numbers}."
+    return (
+        f"The fine-tuned model is ahead of {name}, the strongest baseline, but not "
+        f"significantly (the CI includes 0): {numbers}."
+    )
 
 
 def training_history(train_dir, stages: list[str]) -> list[dict]:
@@ -71,6 +123,7 @@ def training_history(train_dir, stages: list[str]) -> list[dict]:
 def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     data_m = folder.require("data", "eval")
     train_m = folder.require("train", "eval")
+    plugin = get_task(cfg.task)
     fp = fingerprint(
         cfg.eval.model_dump(mode="json"),
         train_m["fingerprint"],
@@ -83,14 +136,16 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
     started = time.perf_counter()
     test = read_split(cfg, folder.root, "test")
     out_dir = folder.stage_dir("eval")
-    plugin = get_task(cfg.task)
     evaluate = plugin.hook("evaluate", "be evaluated")
     report, infer_s = evaluate(cfg, folder, data_m, train_m, test, out_dir)
     report.setdefault("baselines", {})
     report.setdefault("summary_metrics", plugin.summary_metrics)
     if "verdict" not in report:
         report["verdict"] = verdict(
-            report["model"]["metrics"], report["baselines"], plugin.main_metric
+            report["model"]["metrics"],
+            report["baselines"],
+            plugin.main_metric,
+            report.get("margin"),
         )
     metrics = report["model"]["metrics"]
     eval_s = time.perf_counter() - started
@@ -106,7 +161,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "name": cfg.name,
         "domain": cfg.domain,
         **report,
-        "targets": check_targets(cfg.eval.targets, metrics),
+        "targets": check_targets(cfg.eval.targets, metrics, report["baselines"]),
         "test_size": len(test),
         "train": {
             k: train_m.get(k)
@@ -126,6 +181,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
                 "head",
                 "misaligned_spans",
                 "truncated_to_max_length",
+                "class_offsets",
             )
             if k in train_m
         },

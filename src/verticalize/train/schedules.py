@@ -1,4 +1,5 @@
-"""Learning-rate schedules (T2): warmup ("cold start") then cosine, linear, step decay or flat."""
+"""Learning-rate schedules (T2): warmup ("cold start") then cosine (optionally with
+restarts), linear, step decay or flat."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import (
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
     get_linear_schedule_with_warmup,
 )
 
@@ -17,6 +19,10 @@ def build_scheduler(optimizer: Optimizer, cfg: TrainConfig, total_steps: int) ->
     warmup = int(cfg.warmup_ratio * total_steps)
     if cfg.schedule == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    if cfg.schedule == "cosine_restarts":
+        return get_cosine_with_hard_restarts_schedule_with_warmup(
+            optimizer, warmup, total_steps, num_cycles=cfg.cycles
+        )
     if cfg.schedule == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     if cfg.schedule == "constant":

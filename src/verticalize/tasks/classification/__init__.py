@@ -140,6 +140,7 @@ plugin = TaskPlugin(
         "compare",
         "error_analysis",
         "onnx_runtime",
+        "imbalance",
     ),
     target="label",
     target_detail="classification needs a label on every record",

@@ -23,11 +23,9 @@ from verticalize.metrics import classification_metrics
 from verticalize.models.adapt import adapt
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.classification.encode import (
-    EncodedRecords,
-    classification_recipe,
-    predict_records,
-)
+from verticalize.tasks.classification.encode import EncodedRecords, predict_records
+from verticalize.tasks.classification.imbalance import tune_head
+from verticalize.tasks.classification.recipe import classification_recipe
 from verticalize.train.loop import train_model
 
 SCALARS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "macro_precision", "macro_recall")
@@ -72,12 +70,14 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
             [r["label"] for r in val],
             labels,
             tok.pad_token_id,
-            t.label_smoothing,
-            t.eval_batch_size,
+            t,
+            cfg.seed + fold,
         )
         recipe.label = f"cv fold {fold + 1}/{k}"
         tick = time.perf_counter()
-        train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}")
+        model = train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}").model
+        if t.tune_thresholds:
+            tune_head(t, n, model, tok, val, labels)
         _, preds = predict_records(model, tok, held, labels, n, t.eval_batch_size)
         m = classification_metrics([r["label"] for r in held], preds, labels)
         folds.append(m)

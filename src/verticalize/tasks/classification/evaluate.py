@@ -13,7 +13,7 @@ from verticalize.data.outputs import read_split
 from verticalize.evaluate.baselines import BASELINES
 from verticalize.evaluate.calibration import calibration
 from verticalize.evaluate.error_analysis import eval_error_analysis
-from verticalize.evaluate.stage import verdict
+from verticalize.evaluate.margin import label_margin
 from verticalize.metrics import classification_metrics
 from verticalize.runfolder import RunFolder, write_jsonl
 from verticalize.tasks.classification.encode import EncodedRecords, predict_proba, predict_records
@@ -33,7 +33,8 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     labels = data_m["labels"]
-    fit_on = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
+    train = read_split(cfg, folder.root, "train")
+    validation = read_split(cfg, folder.root, "validation")
     model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
     test_set = EncodedRecords(
@@ -53,7 +54,9 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     baselines, b_preds = {}, {}
     for name in cfg.eval.baselines:
         console.print(f"eval: fitting the {name} baseline on the same splits")
-        b = BASELINES[name](fit_on, test, labels, cfg.eval.tfidf_analyzer)
+        b = BASELINES[name](
+            train, validation, test, labels, cfg.eval.tfidf_analyzer, "macro_f1", cfg.seed
+        )
         b_preds[name] = b.pop("predictions")
         baselines[name] = b
     write_jsonl(
@@ -72,7 +75,7 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     report = {
         "model": {"path": str(folder.model_dir), "metrics": metrics},
         "baselines": baselines,
-        "verdict": verdict(metrics, baselines),
+        **label_margin(baselines, b_preds, gold, preds, labels, "macro_f1", cfg.seed),
         "summary_metrics": SUMMARY,
     }
     report["error_analysis"] = eval_error_analysis(

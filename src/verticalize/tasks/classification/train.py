@@ -11,7 +11,9 @@ from verticalize.data.outputs import read_split
 from verticalize.models.adapt import adapt, count_parameters, merged
 from verticalize.models.load import load_sequence_classifier
 from verticalize.runfolder import RunFolder
-from verticalize.tasks.classification.encode import EncodedRecords, classification_recipe
+from verticalize.tasks.classification.encode import EncodedRecords
+from verticalize.tasks.classification.imbalance import tune_head
+from verticalize.tasks.classification.recipe import classification_recipe
 from verticalize.train.distributed import is_main_process
 from verticalize.train.loop import train_model
 from verticalize.train.text_model import pass_fields, save_text_model
@@ -30,8 +32,8 @@ def classification_setup(cfg: Config, train_records, val_records, labels: list[s
         [r["label"] for r in val_records],
         labels,
         tokenizer.pad_token_id,
-        cfg.train.label_smoothing,
-        cfg.train.eval_batch_size,
+        cfg.train,
+        cfg.seed,
     )
     return model, tokenizer, train_set, recipe
 
@@ -55,6 +57,12 @@ def train_classification(
     model = outcome.model  # a plain model again after FSDP
     if outcome.resumed_from:
         console.print(f"train: resumed from {outcome.resumed_from}")
+    model = merged(model)
+    extra = {}
+    if cfg.train.tune_thresholds:
+        extra["class_offsets"] = tune_head(
+            cfg.train, cfg.model.max_length, model, tokenizer, val_records, labels
+        )
     if is_main_process():
-        save_text_model(merged(model), tokenizer, folder.model_dir, cfg.model.max_length)
-    return pass_fields(cfg, train_records, train_set.items, (total, trainable), outcome)
+        save_text_model(model, tokenizer, folder.model_dir, cfg.model.max_length)
+    return pass_fields(cfg, train_records, train_set.items, (total, trainable), outcome, **extra)
