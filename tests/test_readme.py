@@ -44,8 +44,11 @@ def test_readme_example_command_runs_shortened(tmp_path):
     report = json.loads((tmp_path / "run/eval/report.json").read_text())
     assert report["task"] == "classification" and "tfidf_lr" in report["baselines"]
     assert (tmp_path / "run/model/config.json").is_file()
-    assert "tfidf_lr baseline" in report["verdict"]
-    assert "tfidf_lr baseline" in " ".join(result.stderr.split())  # the verdict is printed
+    strongest = report["strongest_baseline"]["name"]
+    assert f"{strongest}, the strongest baseline" in report["verdict"]
+    assert "tfidf_lr" in report["verdict"]
+    printed = " ".join(result.stderr.split())
+    assert f"{strongest}, the strongest baseline" in printed  # the verdict is printed
     exported = json.loads((tmp_path / "run/export/manifest.json").read_text())
     assert exported["published"] and exported["metric"] == "macro_f1"
     assert (tmp_path / "run/export/model/README.md").is_file()  # the model card
