@@ -163,6 +163,30 @@ def _settings(chosen: dict) -> str:
     return ", ".join(f"{k}={v if v is not None else 'none'}" for k, v in chosen.items())
 
 
+def _select_refit_score(
+    name: str,
+    make: Callable[[dict], object],
+    grid: dict[str, list],
+    features: Callable[[], TfidfVectorizer],
+    describe: Callable[[str], str],
+    splits: tuple[list[dict], list[dict], list[dict]],
+    labels: list[str],
+    metric: str,
+) -> dict:
+    """Settings from `grid` chosen on validation (choose_on_validation), then a fresh
+    `features()` + `make(chosen)` fit on train + validation and scored on test;
+    `describe(settings text)` is the report's description."""
+    train, validation, test = splits
+    tick = time.perf_counter()
+    chosen, chosen_by = choose_on_validation(
+        make, grid, features(), train, validation, labels, metric
+    )
+    select_s = time.perf_counter() - tick
+    clf = make_pipeline(features(), make(chosen))
+    out = _fit_and_score(name, describe(_settings(chosen)), clf, train + validation, test, labels)
+    return out | {"chosen": chosen, "chosen_by": chosen_by, "select_seconds": round(select_s, 3)}
+
+
 def tfidf_lr(
     train: list[dict],
     validation: list[dict],
@@ -176,21 +200,24 @@ def tfidf_lr(
     (fit on `train`), then refit on train + validation and scored on `test`. Chinese text
     gets jieba word 1–2-grams."""
     texts = [r["text"] for r in train]
-    vec, resolved = tfidf_vectorizer(analyzer, texts)
+    resolved = resolve_analyzer(analyzer, texts)
 
     def make(p: dict) -> LogisticRegression:
         return LogisticRegression(max_iter=2000, C=p["C"], class_weight=p["class_weight"])
 
-    tick = time.perf_counter()
-    chosen, chosen_by = choose_on_validation(make, LR_GRID, vec, train, validation, labels, metric)
-    select_s = time.perf_counter() - tick
-    clf = make_pipeline(tfidf_vectorizer(analyzer, texts)[0], make(chosen))
-    description = (
-        f"TF-IDF ({_DESCRIPTIONS[resolved]}) + logistic regression ({_settings(chosen)}, "
-        f"chosen on validation), fit on train+validation"
+    return _select_refit_score(
+        "tfidf_lr",
+        make,
+        LR_GRID,
+        lambda: tfidf_vectorizer(resolved, texts)[0],
+        lambda settings: (
+            f"TF-IDF ({_DESCRIPTIONS[resolved]}) + logistic regression ({settings}, "
+            "chosen on validation), fit on train+validation"
+        ),
+        (train, validation, test),
+        labels,
+        metric,
     )
-    out = _fit_and_score("tfidf_lr", description, clf, train + validation, test, labels)
-    return out | {"chosen": chosen, "chosen_by": chosen_by, "select_seconds": round(select_s, 3)}
 
 
 def lightgbm_baseline(
@@ -212,11 +239,7 @@ def lightgbm_baseline(
     import lightgbm
 
     texts = [r["text"] for r in train]
-
-    def features():
-        return tfidf_vectorizer(
-            analyzer, texts, max_features=LIGHTGBM_MAX_FEATURES, dtype=np.float32
-        )
+    resolved = resolve_analyzer(analyzer, texts)
 
     def make(p: dict):
         return lightgbm.LGBMClassifier(
@@ -232,19 +255,21 @@ def lightgbm_baseline(
             verbose=-1,
         )
 
-    vec, resolved = features()
-    tick = time.perf_counter()
-    chosen, chosen_by = choose_on_validation(
-        make, LIGHTGBM_GRID, vec, train, validation, labels, metric
+    return _select_refit_score(
+        "lightgbm",
+        make,
+        LIGHTGBM_GRID,
+        lambda: tfidf_vectorizer(
+            resolved, texts, max_features=LIGHTGBM_MAX_FEATURES, dtype=np.float32
+        )[0],
+        lambda settings: (
+            f"TF-IDF ({_DESCRIPTIONS[resolved]}, top {LIGHTGBM_MAX_FEATURES:,}) + LightGBM "
+            f"(200 trees, {settings}, chosen on validation), fit on train+validation"
+        ),
+        (train, validation, test),
+        labels,
+        metric,
     )
-    select_s = time.perf_counter() - tick
-    clf = make_pipeline(features()[0], make(chosen))
-    description = (
-        f"TF-IDF ({_DESCRIPTIONS[resolved]}, top {LIGHTGBM_MAX_FEATURES:,}) + LightGBM "
-        f"(200 trees, {_settings(chosen)}, chosen on validation), fit on train+validation"
-    )
-    out = _fit_and_score("lightgbm", description, clf, train + validation, test, labels)
-    return out | {"chosen": chosen, "chosen_by": chosen_by, "select_seconds": round(select_s, 3)}
 
 
 BASELINES: dict[str, Callable[..., dict]] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from verticalize.config import AGGREGATE_METRICS, Config, check_metric_name
 from verticalize.export.card import usage_lines
-from verticalize.plugins import TaskPlugin
+from verticalize.plugins import EXTRAS, TaskPlugin
 from verticalize.serve.feedback import label_record
 from verticalize.tasks.classification.report import render_classification
 
@@ -132,16 +132,7 @@ plugin = TaskPlugin(
     baselines=("tfidf_lr", "lightgbm"),
     methods=("full", "freeze", "layer_reduction", "lora"),
     augment=True,
-    extras=(
-        "cv",
-        "robustness",
-        "attacks",
-        "calibration",
-        "compare",
-        "error_analysis",
-        "onnx_runtime",
-        "imbalance",
-    ),
+    extras=EXTRAS,  # every optional evaluation
     target="label",
     target_detail="classification needs a label on every record",
     min_classes=2,
