@@ -80,7 +80,10 @@ def test_tiny_end_to_end_outputs_and_contracts(tmp_path):
         assert {"accuracy", "macro_f1", "weighted_f1"} <= set(block["metrics"])
     assert [t["metric"] for t in report["targets"]] == ["macro_f1", "accuracy"]
     assert report["targets"][0]["met"] is False  # 0.99 is out of reach for a tiny run
-    assert set(report["targets"][0]) == {"metric", "target", "achieved", "met", "direction"}
+    row = report["targets"][0]
+    assert set(row) == {"metric", "target", "achieved", "met", "direction", "target_text"}
+    assert row["target_text"] == "≥ 0.9900"
+    assert {"strongest_baseline", "margin"} <= set(report)
     assert report["timing"]["total_s"] > 0
     html = (run_dir / "eval/report.html").read_text()
     assert "<svg" in html and 'id="confusion"' in html and report["verdict"] in html
