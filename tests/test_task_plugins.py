@@ -156,6 +156,7 @@ def test_model_folders_are_told_apart_by_the_plugins(tmp_path, name):
             "problem_type": "regression",
         },
         "generation": {"architectures": ["LlamaForCausalLM"]},
+        "embedding": {"architectures": ["BertModel"], "sentence_embedding": {"pooling": "mean"}},
     }
     if name == "ner":
         (folder / "ner.json").write_text("{}")

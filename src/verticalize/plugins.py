@@ -38,6 +38,7 @@ BUILTIN = {
     "generation": "verticalize.tasks.generation:plugin",
     "multilabel": "verticalize.tasks.multilabel:plugin",
     "regression": "verticalize.tasks.regression:plugin",
+    "embedding": "verticalize.tasks.embedding:plugin",
 }
 # evaluation extras a plugin may support (E2, E4, E5, E7): the stages run only these;
 # "imbalance": its training honours train.class_weights / loss / sampler / tune_thresholds
@@ -95,7 +96,12 @@ class TaskPlugin:
     # (cfg) -> config sections whose change means redoing the data stage (what parse_label
     # reads of the task's section)
     data_sections: Callable[[Config], list[dict]] = lambda cfg: []
-    stratify_key: Callable[[Any], Any] | None = None  # label -> what splits stratify on
+    # (the record's label, or for spans its main entity type) -> what stratified splits
+    # balance; None: the label itself
+    stratify_key: Callable[[Any], Any] | None = None
+    # (kept record) -> a key: records sharing it stay in one split, as with a source's
+    # `group` (retrieval: every query of one passage); None: no such key
+    split_group: Callable[[dict], str | None] | None = None
     # --- train (T1–T9) ---
     # (cfg) -> config sections whose change means retraining (fingerprint)
     fingerprint_sections: Callable[[Config], list[dict]] = lambda cfg: []
@@ -110,6 +116,9 @@ class TaskPlugin:
     # --- evaluate (E1–E8) ---
     # (cfg, folder, data manifest, train manifest, test records, out_dir) -> (report, infer s)
     evaluate: Callable[..., tuple[dict, float]] | None = None
+    # (cfg) -> config sections (and digests of files) whose change means evaluating again
+    # though data and model are the same (retrieval: the extra corpus ranked against)
+    eval_sections: Callable[[Config], list] = lambda cfg: []
     # (report, loss chart SVG) -> the report page; None: evaluate's basic page
     render_report: Callable[[dict, str], str] | None = None
     # --- export / registry (H1–H3) ---

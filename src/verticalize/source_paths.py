@@ -1,11 +1,14 @@
-"""Where a source's bytes come from: a file or folder, or a file inside an installed package's
-zip; the format is named in the YAML or inferred from the suffix. The config loader checks
-them up front; the data stage reads them."""
+"""Where a source's bytes come from: a file or folder, a file inside an installed package's
+zip, or a table or query of an SQLite database; the format is named in the YAML or inferred
+from the suffix. The config loader checks them up front; the data stage reads them."""
 
 from __future__ import annotations
 
+import re
+import sqlite3
 import zipfile
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,9 @@ SUFFIX_FORMATS = {
     ".bio": "conll",
     ".bmes": "conll",
     ".iob": "conll",
+    ".db": "sqlite",
+    ".sqlite": "sqlite",
+    ".sqlite3": "sqlite",
 }
 
 
@@ -65,7 +71,7 @@ def resolve(path: str, fmt: str | None, base_dir: Path) -> ResolvedSource:
         raise ConfigError(
             f"{path}: cannot tell the format from the suffix '{Path(name).suffix}'. Fix: add "
             "format: jsonl | csv | tsv | lines | parquet | txt_folder | labelstudio | doccano | "
-            "conll to this source."
+            "conll | sqlite to this source."
         )
     return ResolvedSource(file=file, member=member or None, package=package, format=fmt)
 
@@ -94,7 +100,9 @@ def check_sources_exist(cfg, where: Callable[[tuple], str]) -> None:
                 f"(looked for {res.file}). Fix: correct the path; relative paths are "
                 f"resolved from the YAML's folder {base}."
             )
-        if res.member:
+        if res.format == "sqlite":
+            _check_sqlite_source(src, res, i, where)
+        elif res.member:
             with zipfile.ZipFile(res.file) as zf:
                 names = zf.namelist()
             if res.member not in names:
@@ -102,3 +110,112 @@ def check_sources_exist(cfg, where: Callable[[tuple], str]) -> None:
                     f"{where(loc)}: data.sources[{i}].path: {res.file.name} has no member "
                     f"{res.member!r}. Fix: use one of {names}."
                 )
+
+
+# ---------------------------------------------------------------- SQLite sources
+
+# what a SELECT may do: read tables, call functions, recurse in a CTE; anything else is refused
+_READ_ACTIONS = frozenset(
+    (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE)
+)
+_SELECT = re.compile(r"\s*(SELECT|WITH)\b", re.IGNORECASE)
+_SELECT_FIX = 'give one SELECT statement, e.g. "SELECT text, label FROM records WHERE …"'
+
+
+class SqliteSourceError(ConfigError):
+    """A sqlite source's table or query is unusable; `field` is the source key to fix."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def open_sqlite(file: Path) -> sqlite3.Connection:
+    """A read-only connection: the file is opened with mode=ro and only reads are authorized."""
+    conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    conn.set_authorizer(
+        lambda action, *_: sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+    )
+    return conn
+
+
+def sqlite_statement(table: str | None, query: str | None) -> str:
+    """The SELECT a sqlite source runs: its `query`, or every column of its `table`."""
+    if query is not None:
+        return query
+    return 'SELECT * FROM "{}"'.format((table or "").replace('"', '""'))
+
+
+def sqlite_columns(file: Path, table: str | None, query: str | None) -> list[str]:
+    """The columns the source's statement yields; SqliteSourceError naming the bad value and
+    the fix when the file is no database, or the source names no table, or its query is not
+    a SELECT or does not run."""
+    tables = _tables_of(file)
+    if (table is None) == (query is None):
+        got = "both" if table else "neither"
+        raise SqliteSourceError(
+            "table",
+            f"a sqlite source needs table: <name> or query: <SELECT …> (got {got}). "
+            f"Fix: give one of them; the tables of {file.name}: {tables}.",
+        )
+    if query is not None and not _SELECT.match(query):
+        raise SqliteSourceError(
+            "query", f"{query!r} is not a SELECT; sqlite sources are read-only. Fix: {_SELECT_FIX}."
+        )
+    if table is not None and table not in tables:
+        raise SqliteSourceError(
+            "table",
+            f"{file.name} has no table {table!r}. Fix: use one of {tables}, or give query: "
+            "<SELECT …>.",
+        )
+    try:
+        with closing(open_sqlite(file)) as conn:
+            cursor = conn.execute(sqlite_statement(table, query))
+            columns = [d[0] for d in cursor.description]
+            cursor.close()
+    except sqlite3.Error as e:
+        field, value = ("query", query) if query is not None else ("table", table)
+        fix = _SELECT_FIX if "not authorized" in str(e) else "correct the SQL"
+        raise SqliteSourceError(
+            field,
+            f"{value!r} does not run on {file.name}: {e}. Fix: {fix}; the tables of "
+            f"{file.name}: {tables}.",
+        ) from None
+    return columns
+
+
+def _tables_of(file: Path) -> list[str]:
+    try:
+        with closing(open_sqlite(file)) as conn:
+            rows = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
+            ).fetchall()
+    except sqlite3.Error as e:
+        raise SqliteSourceError(
+            "path", f"{file} is not a readable SQLite database ({e}). Fix: point it at a .db file."
+        ) from None
+    return [name for (name,) in rows]
+
+
+def _check_sqlite_source(src, res: ResolvedSource, i: int, where: Callable[[tuple], str]) -> None:
+    """The statement runs read-only and yields every column the source's fields name."""
+    try:
+        columns = sqlite_columns(res.file, src.table, src.query)
+    except SqliteSourceError as e:
+        raise ConfigError(
+            f"{where(('data', 'sources', i, e.field))}: data.sources[{i}].{e}"
+        ) from None
+    named = {"text": src.text} if not (src.chat or src.templates) else {}
+    if src.label_value is None and "label" in src.model_fields_set:
+        named["label"] = src.label
+    for key in ("spans", "group", "item", "annotator"):
+        if getattr(src, key) is not None:
+            named[key] = getattr(src, key)
+    named |= {f"fields[{n}]": column for n, column in enumerate(src.fields or [])}
+    for key, column in named.items():
+        if column not in columns:
+            loc = ("data", "sources", i, key.partition("[")[0])
+            raise ConfigError(
+                f"{where(loc)}: data.sources[{i}].{key}: no column {column!r} in what "
+                f"{sqlite_statement(src.table, src.query)!r} yields. Fix: use one of {columns}."
+            )

@@ -19,6 +19,7 @@ FORMATS = (
     "labelstudio",
     "doccano",
     "conll",
+    "sqlite",
 )
 
 
@@ -42,7 +43,16 @@ class Source(Section):
         description="Inferred from the suffix when omitted; 'lines' = one text per line, "
         "'txt_folder' = one document per .txt file, 'labelstudio' = Label Studio JSON or "
         "JSON_MIN export, 'doccano' = Doccano JSONL (classification or [[start,end,TAG]] spans), "
-        "'conll' = one token and its tag a line, a blank line between sentences (.conll, .bio).",
+        "'conll' = one token and its tag a line, a blank line between sentences (.conll, .bio), "
+        "'sqlite' = the rows of a table or SELECT query (.db, .sqlite, .sqlite3).",
+    )
+    table: str | None = Field(
+        None, description="sqlite: the table (or view) to read; its columns are the fields."
+    )
+    query: str | None = Field(
+        None,
+        description='sqlite: a read-only SELECT instead of table, e.g. "SELECT * FROM articles '
+        "WHERE status = 'in force'\"; its result columns are the fields.",
     )
     text: str = Field("text", description="Field holding the text.")
     label: str = Field("label", description="Field holding the label.")

@@ -87,7 +87,7 @@ class EvalConfig(Section):
         None,
         description="The task's own baselines (checked against the task plugin). Default: "
         "tfidf_lr + lightgbm (classification), feature_crf (ner), none (generation), "
-        "tfidf_lr (multilabel), tfidf_ridge (regression).",
+        "tfidf_lr (multilabel), tfidf_ridge (regression), bm25 + base_encoder (embedding).",
     )
     tfidf_analyzer: Literal["auto", "word", "char", "jieba"] = Field(
         "auto",

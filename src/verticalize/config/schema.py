@@ -25,7 +25,7 @@ class Config(Section):
     domain: str = "general"
     task: str = Field(
         "classification",
-        description="A task plugin's name: classification, ner, generation, multilabel, regression, or an installed plugin's.",
+        description="A task plugin's name: classification, ner, generation, multilabel, regression, embedding, or an installed plugin's.",
     )
     seed: int = 42
     run_dir: str | None = Field(None, description="Default: runs/<name> under the current folder.")

@@ -96,6 +96,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         annotated: list[dict] = []
         kept_facts: list[tuple[str, str | None]] = []  # (id, label) of each kept record
         entity_types: set[str] = set()  # NER: the span types of the kept records
+        plugin = get_task(cfg.task)
 
         def keep(rec: dict, sig, key_, fh) -> None:
             hit = dedup.offer(rec, sig, key_)
@@ -111,6 +112,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     return
                 tally.n_out += 1
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if plugin.split_group is not None and (unit := plugin.split_group(rec)):
+                dedup.union(rec["id"], f"split_group:{unit}")
             kept_facts.append((rec["id"], split_class(rec)))
             entity_types.update(s[2] for s in rec.get("spans") or [])
 
@@ -164,7 +167,6 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         labels = d.labels or (list(d.label_bins) if d.label_bins else None)
         facts = [f for f in kept_facts if f[0] not in conflicted]
         labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
-        plugin = get_task(cfg.task)
         if plugin.labels_of is not None:
             labels = plugin.labels_of(labels, entity_types)
         if plugin.target == "spans":
@@ -174,8 +176,9 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     f"learn. Fix: check data.sources[].spans / format and {out_dir / 'quarantine.jsonl'}."
                 )
         _check_classes(cfg, facts, out_dir)
+        strata = plugin.stratify_key or (lambda label: label)
         split_of, fold_of = assign_splits(
-            [(rid, lab, dedup.find(rid)) for rid, lab in facts], d.split, cfg.seed
+            [(rid, strata(lab), dedup.find(rid)) for rid, lab in facts], d.split, cfg.seed
         )
         if not {"train", "test"} <= set(split_of.values()):
             raise DataError(

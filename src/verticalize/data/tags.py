@@ -11,6 +11,7 @@ import re
 
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _WORD = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+|\S")
+CJK_CHAR = re.compile(f"[{_CJK}]")  # one CJK character: a word of its own
 
 SCHEMES = ("bio", "bioes")
 INPUT_SCHEMES = ("auto", "bio", "iob1", "bioes", "bmes")

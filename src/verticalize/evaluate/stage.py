@@ -130,6 +130,7 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         data_m["fingerprint"],
         cfg.name,
         cfg.domain,
+        *plugin.eval_sections(cfg),
     )
     if not force and folder.is_current("eval", fp):
         return StageResult("eval", skipped=True, manifest=folder.read_manifest("eval"))

@@ -17,6 +17,7 @@ from torch import nn
 
 from verticalize.config import NerConfig
 from verticalize.data.tags import (
+    CJK_CHAR,
     spans_to_word_tags,
     tag_names,
     word_spans,
@@ -165,18 +166,22 @@ def encode(records: list[dict], tokenizer, tags: list[str], scheme: str, max_len
     """Tokenized words, first sub-token positions and word tag ids of every record."""
     tag2id = {t: i for i, t in enumerate(tags)}
     out = Encoded([])
+    lone = _lone_metaspace_id(tokenizer)
     for rec in records:
         text, words = rec["text"], word_spans(rec["text"])
         gold, bad = spans_to_word_tags(words, rec.get("spans") or [], scheme)
         out.misaligned_spans += bad
-        enc = tokenizer(
-            [text[s:e] for s, e in words],
-            is_split_into_words=True,
-            truncation=True,
-            max_length=max_length,
-        )
+        pieces = [text[s:e] for s, e in words]
+        if lone is None:
+            enc = tokenizer(
+                pieces, is_split_into_words=True, truncation=True, max_length=max_length
+            )
+            input_ids, word_ids = enc["input_ids"], enc.word_ids()
+        else:
+            enc = tokenizer(pieces, is_split_into_words=True)
+            input_ids, word_ids = _cjk_as_bare_pieces(tokenizer, enc, pieces, max_length)
         first, kept, seen = [], [], set()
-        for pos, w in enumerate(enc.word_ids()):
+        for pos, w in enumerate(word_ids):
             if w is not None and w not in seen:
                 seen.add(w)
                 first.append(pos)
@@ -188,8 +193,8 @@ def encode(records: list[dict], tokenizer, tags: list[str], scheme: str, max_len
             seen_tags = gold
         out.items.append(
             {
-                "input_ids": enc["input_ids"],
-                "attention_mask": enc["attention_mask"],
+                "input_ids": input_ids,
+                "attention_mask": [1] * len(input_ids),
                 "first": first,
                 "kept": kept,  # which words the model sees (a word may yield no token)
                 "tags": [tag2id.get(t, 0) for t in seen_tags],
@@ -197,6 +202,44 @@ def encode(records: list[dict], tokenizer, tags: list[str], scheme: str, max_len
         )
         out.words.append(words)
     return out
+
+
+def _lone_metaspace_id(tokenizer) -> int | None:
+    """The id of a lone "▁" piece (SentencePiece tokenizers: XLM-R, so multilingual-e5),
+    or None."""
+    lone = tokenizer.convert_tokens_to_ids("▁")
+    return None if lone is None or lone == tokenizer.unk_token_id else lone
+
+
+def _cjk_as_bare_pieces(tokenizer, enc, pieces: list[str], max_length: int):
+    """(input ids, word ids) with each CJK character as its own piece without "▁", then cut
+    to max_length keeping the closing special tokens, as the tokenizer's truncation does.
+
+    Given words, SentencePiece puts "▁" before each: a character becomes "▁X" or "▁" + "X"
+    (twice the tokens, and the "▁" is the one tagged). Inside running Chinese text the
+    characters are mostly pieces without "▁", so that is what the model reads here."""
+    unk = tokenizer.unk_token_id
+    bare = {}
+    for w, piece in enumerate(pieces):
+        if CJK_CHAR.fullmatch(piece):
+            token = tokenizer.convert_tokens_to_ids(piece)
+            if token is not None and token != unk:
+                bare[w] = token
+    ids, word_ids, previous = [], [], None
+    for token, w in zip(enc["input_ids"], enc.word_ids(), strict=True):
+        if w not in bare:
+            ids.append(token)
+            word_ids.append(w)
+        elif w != previous:
+            ids.append(bare[w])
+            word_ids.append(w)
+        previous = w
+    if len(ids) > max_length:
+        tail = len(word_ids) - max(i for i, w in enumerate(word_ids) if w is not None) - 1
+        cut = max_length - tail
+        ids = ids[:cut] + ids[len(ids) - tail :]
+        word_ids = word_ids[:cut] + word_ids[len(word_ids) - tail :]
+    return ids, word_ids
 
 
 def _visible_tags(words, kept: list[int], spans: list, scheme: str) -> list[str]:
