@@ -92,6 +92,40 @@ def test_metrics_and_tuned_thresholds():
     assert tune_thresholds(probs, gold, default=0.5, min_positives=3).tolist() == [0.5, 0.5]
 
 
+def test_margin_over_the_strongest_baseline_is_micro_f1_over_texts():
+    from verticalize.evaluate.margin import count_margin
+    from verticalize.tasks.multilabel.evaluate import text_counts
+
+    labels = ["a", "b", "c"]
+    gold = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1], [0, 0, 0]])
+    model = np.array([[1, 0, 0], [1, 1, 0], [0, 1, 1], [0, 1, 0], [1, 0, 1], [0, 0, 0]])
+    strong = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 1], [1, 0, 0], [0, 0, 1]])
+    weak = np.zeros_like(gold)
+    # model: tp 7, 8 predicted, 8 gold; strong: tp 5, 7 predicted; weak: nothing predicted
+    assert text_counts(gold, model).sum(0).tolist() == [7, 8, 8]
+    preds = {"strong": strong, "weak": weak}
+    baselines = {n: {"metrics": multilabel_metrics(gold, p, labels)} for n, p in preds.items()}
+    micro = multilabel_metrics(gold, model, labels)["micro_f1"]
+    assert micro == pytest.approx(14 / 16)
+    assert baselines["strong"]["metrics"]["micro_f1"] == pytest.approx(10 / 15)
+    counts = {n: text_counts(gold, p) for n, p in preds.items()}
+    out = count_margin(baselines, counts, text_counts(gold, model), "micro_f1", seed=3)
+    assert out["strongest_baseline"]["name"] == "strong"
+    m = out["margin"]
+    # the same number sklearn's micro F1 gives on the full test set
+    assert m["delta"] == pytest.approx(micro - baselines["strong"]["metrics"]["micro_f1"])
+    assert m["delta"] == pytest.approx(14 / 16 - 10 / 15)
+    assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+    assert (m["metric"], m["test"], m["n"]) == ("micro_f1", "bootstrap", 6)
+    same = count_margin(
+        {"twin": {"metrics": {"micro_f1": micro}}},
+        {"twin": text_counts(gold, model)},
+        text_counts(gold, model),
+        "micro_f1",
+    )["margin"]
+    assert (same["delta"], same["p_value"]) == (0, 1.0)
+
+
 def _project(tmp_path, body: str, extra: str = ""):
     return write(tmp_path / "verticalize.yaml", textwrap.dedent(body).lstrip("\n") + extra)
 
@@ -243,13 +277,18 @@ def test_the_example_reports_multilabel_metrics_against_the_baseline(example_run
     assert base["C"] in (0.25, 1.0, 4.0, 16.0) and "one-vs-rest" in base["description"]
     assert base["metrics"]["per_class"].keys() == m["per_class"].keys()
     delta = m["micro_f1"] - base["metrics"]["micro_f1"]
-    word = "better than" if delta > 0 else ("equal to" if delta == 0 else "NOT better than")
-    assert f"is {word} the tfidf_lr baseline" in report["verdict"]
-    assert f"micro_f1 {m['micro_f1']:.4f}" in report["verdict"]
+    # the only baseline is the strongest: the verdict gives the margin over it with its CI
+    assert report["strongest_baseline"]["name"] == "tfidf_lr"
+    margin = report["margin"]
+    assert (margin["metric"], margin["test"]) == ("micro_f1", "bootstrap")
+    assert margin["n"] == report["test_size"] and margin["delta"] == pytest.approx(delta)
+    assert "tfidf_lr, the strongest baseline" in report["verdict"]
+    assert f"micro_f1 {m['micro_f1']:.4f} vs" in report["verdict"]
     assert [t["metric"] for t in report["targets"]] == ["micro_f1", "hamming_loss"]
     assert report["targets"][1]["direction"] == "min"
     html = (example_run / "eval/report.html").read_text("utf-8")
     assert 'id="per-label"' in html and "<svg" in html and report["verdict"][:40] in html
+    assert 'id="margin"' in html
     rows = [json.loads(x) for x in (example_run / "eval/predictions.jsonl").open()]
     assert len(rows) == report["test_size"]
     thresholds = report["model"]["thresholds"]

@@ -37,6 +37,16 @@ def test_example_shortened_reports_the_contract_and_predicts_spans(tmp_path):
     assert 0 <= m["entity_f1_micro"] <= 1 and m["per_type"]
     assert set(m["per_type"]["person"]) >= {"precision", "recall", "f1", "support"}
     assert "entity_f1_micro" in report["baselines"]["feature_crf"]["metrics"]
+    assert report["strongest_baseline"]["name"] == "feature_crf"
+    margin = report["margin"]
+    assert (margin["metric"], margin["test"], margin["n"]) == (
+        "entity_f1_micro",
+        "bootstrap",
+        report["test_size"],
+    )
+    base_f1 = report["baselines"]["feature_crf"]["metrics"]["entity_f1_micro"]
+    assert margin["delta"] == pytest.approx(m["entity_f1_micro"] - base_f1)
+    assert "feature_crf, the strongest baseline" in report["verdict"]
     assert report["ner"]["head"].startswith("bilstm_crf")
     assert report["targets"][0]["metric"] == "entity_f1_micro"
     html = (run_dir / "eval/report.html").read_text()

@@ -268,3 +268,63 @@ def test_freeze_head_only_trains_just_the_head():
     total, trainable = count_parameters(model)
     head = sum(p.numel() for p in model.head.parameters())
     assert trainable == head and total > 20_000_000
+
+
+def test_margin_over_the_strongest_baseline_is_micro_entity_f1_over_sentences():
+    from verticalize.evaluate.margin import count_margin
+    from verticalize.tasks.ner.evaluate import sentence_counts
+    from verticalize.tasks.ner.metrics import entity_scores
+
+    gold = [[("PER", 0, 4)], [("LOC", 0, 3), ("LOC", 5, 9)], [], [("ORG", 1, 2)]]
+    # model: 3 right, 1 spurious, 1 missed; a duplicate counts once, as in entity_scores
+    model = [[("PER", 0, 4)], [("LOC", 0, 3)], [("PER", 0, 1)], [("ORG", 1, 2), ("ORG", 1, 2)]]
+    crf = [[("PER", 0, 5)], [("LOC", 0, 3), ("LOC", 5, 9)], [], []]  # 2 right of 3, 4 gold
+    empty = [[], [], [], []]
+    assert sentence_counts(gold, model).tolist() == [[1, 1, 1], [1, 1, 2], [0, 1, 0], [1, 1, 1]]
+    baselines = {
+        name: {"metrics": entity_scores(gold, p)} for name, p in (("crf", crf), ("none", empty))
+    }
+    assert entity_scores(gold, model)["entity_f1_micro"] == pytest.approx(6 / 8)
+    assert baselines["crf"]["metrics"]["entity_f1_micro"] == pytest.approx(4 / 7)
+    counts = {"crf": sentence_counts(gold, crf), "none": sentence_counts(gold, empty)}
+    out = count_margin(baselines, counts, sentence_counts(gold, model), "entity_f1_micro")
+    assert out["strongest_baseline"] == {"name": "crf", "metrics": baselines["crf"]["metrics"]}
+    m = out["margin"]
+    assert m["delta"] == pytest.approx(6 / 8 - 4 / 7)
+    assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+    assert (m["metric"], m["test"], m["n"]) == ("entity_f1_micro", "bootstrap", 4)
+    assert m["p_value"] == m["bootstrap_p"] and "mcnemar" not in m
+    # a baseline that predicts what the model predicts: no margin at all
+    same = count_margin(
+        {"crf": {"metrics": entity_scores(gold, model)}},
+        {"crf": sentence_counts(gold, model)},
+        sentence_counts(gold, model),
+        "entity_f1_micro",
+    )["margin"]
+    assert (same["delta"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1.0)
+    # without a baseline there is nothing to report
+    assert count_margin({}, {}, sentence_counts(gold, model), "entity_f1_micro") == {}
+
+
+def test_ner_report_page_shows_the_margin():
+    from verticalize.tasks.ner.report import render_ner_html
+
+    report = {
+        "baselines": {"crf": {"metrics": {"entity_f1_micro": 0.5}}},
+        "strongest_baseline": {"name": "crf", "metrics": {"entity_f1_micro": 0.5}},
+        "margin": {
+            "metric": "entity_f1_micro",
+            "delta": 0.125,
+            "ci_low": 0.05,
+            "ci_high": 0.2,
+            "confidence": 0.95,
+            "p_value": 0.004,
+            "test": "bootstrap",
+            "n": 40,
+        },
+    }
+    html = render_ner_html(report, "")
+    assert 'id="margin"' in html and "<b>crf</b>" in html and "<b>+0.1250</b>" in html
+    assert "CI over sentences [+0.0500, +0.2000]" in html and "40 sentences" in html
+    assert "the CI excludes 0" in html
+    assert 'id="margin"' not in render_ner_html({}, "")

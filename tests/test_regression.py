@@ -144,6 +144,40 @@ def test_metrics_match_their_definitions():
     assert constant["r2"] == pytest.approx(0.0) and constant["spearman"] == 0.0
 
 
+def test_margin_over_the_strongest_baseline_is_r2_over_records():
+    from sklearn.metrics import r2_score
+
+    from verticalize.tasks.regression.evaluate import r2_of, regression_margin, verdict
+
+    gold = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    model = np.array([1.2, 1.9, 3.3, 3.8, 5.1, 6.4])
+    ridge = np.array([2.0, 2.5, 3.0, 3.5, 4.0, 4.5])
+    mean = np.full(6, 3.5)
+    preds = {"ridge": ridge, "mean": mean}
+    baselines = {n: {"metrics": regression_metrics(gold, p)} for n, p in preds.items()}
+    for pred in (model, ridge, mean):
+        assert r2_of(gold, pred) == pytest.approx(r2_score(gold, pred))
+    # a resample of one repeated record: sklearn's convention, not a division by zero
+    assert (r2_of(np.ones(3), np.ones(3)), r2_of(np.ones(3), np.zeros(3))) == (1.0, 0.0)
+    out = regression_margin(baselines, preds, gold, model, seed=1)
+    assert out["strongest_baseline"]["name"] == "ridge"
+    m = out["margin"]
+    # SSE: model 0.35, ridge 4.75; SST 17.5; delta = model - baseline, higher is better
+    assert m["delta"] == pytest.approx((1 - 0.35 / 17.5) - (1 - 4.75 / 17.5))
+    assert m["delta"] == pytest.approx(
+        regression_metrics(gold, model)["r2"] - baselines["ridge"]["metrics"]["r2"]
+    )
+    assert m["ci_low"] <= m["delta"] <= m["ci_high"] and 0 <= m["p_value"] <= 1
+    assert (m["metric"], m["test"], m["n"]) == ("r2", "bootstrap", 6)
+    same = regression_margin({"twin": baselines["ridge"]}, {"twin": ridge}, gold, ridge)
+    assert (same["margin"]["delta"], same["margin"]["p_value"]) == (0, 1.0)
+    assert regression_margin({}, {}, gold, model) == {}
+    # the verdict puts the CI on the strongest baseline's sentence only
+    text = verdict(regression_metrics(gold, model), baselines, Scale(), "ridge", out["margin"])
+    assert text.count("95% CI") == 1 and "the strongest baseline; 95% CI [" in text
+    assert "the mean baseline" in text and "Δ r2" in text
+
+
 def test_the_saved_output_layer_predicts_in_the_original_unit():
     """fold_scale: after it, the model's output is the standardised output × std + mean."""
     from transformers import AutoModelForSequenceClassification, BertConfig
@@ -209,6 +243,15 @@ def test_run_reports_regression_metrics_a_verdict_and_registers(trained):
     assert {"mae", "rmse", "r2", "spearman"} <= set(ridge["metrics"])
     assert f"{ridge['alpha']:g}" in ridge["validation_r2_by_alpha"]
     assert "tfidf_ridge baseline" in report["verdict"] and "Δ r2" in report["verdict"]
+    assert report["strongest_baseline"]["name"] == "tfidf_ridge"
+    margin = report["margin"]
+    assert (margin["metric"], margin["test"], margin["n"]) == (
+        "r2",
+        "bootstrap",
+        report["test_size"],
+    )
+    assert margin["delta"] == pytest.approx(m["r2"] - ridge["metrics"]["r2"])
+    assert "the strongest baseline; 95% CI" in report["verdict"]
     assert report["summary_metrics"] == ["r2", "spearman", "mae", "rmse"]
     # the direction of each target comes from the metric: mae is an error, r2 a score
     targets = {t["metric"]: t for t in report["targets"]}

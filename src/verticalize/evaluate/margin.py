@@ -1,6 +1,9 @@
 """The model against its strongest baseline on the test split (E2, E7): which baseline is
 strongest on the main metric, and the model's margin over it with a paired bootstrap CI and,
-where items are right or wrong, McNemar's p-value."""
+where items are right or wrong, McNemar's p-value.
+
+delta is always model - baseline in the metric's own units, so for an error metric (lower is
+better) a negative delta means the model is better."""
 
 from __future__ import annotations
 
@@ -113,6 +116,37 @@ def label_margin(
         code_metric(key, len(labels), len(every)),
         lambda g, p: g == p,
         seed,
+    )
+
+
+def micro_f1_of_counts(counts: np.ndarray) -> float:
+    """Micro F1 of per-item (tp, n_pred, n_gold) rows: 2·Σtp / (Σn_pred + Σn_gold), which is
+    2PR / (P + R) of the pooled precision and recall, and 0.0 where nothing was predicted or
+    expected (as entity_scores and sklearn's zero_division=0)."""
+    tp, n_pred, n_gold = np.asarray(counts, dtype=float).reshape(-1, 3).sum(axis=0)
+    return float(2 * tp / (n_pred + n_gold)) if n_pred + n_gold else 0.0
+
+
+def count_margin(
+    baselines: dict,
+    baseline_counts: dict,
+    model_counts: np.ndarray,
+    metric: str,
+    seed: int = 0,
+) -> dict:
+    """strongest_and_margin when `metric` is a micro F1 pooled over items (NER sentences,
+    multi-label texts): each system's "predictions" are its per-item (tp, n_pred, n_gold) rows
+    [n_items, 3], so a bootstrap resample of items is a resample of rows, summed and scored by
+    micro_f1_of_counts. Bootstrap p only: a micro F1 has no per-item right or wrong."""
+    model_counts = np.asarray(model_counts, dtype=np.int64).reshape(-1, 3)
+    return strongest_and_margin(
+        baselines,
+        {name: np.asarray(c, dtype=np.int64).reshape(-1, 3) for name, c in baseline_counts.items()},
+        np.arange(len(model_counts)),
+        model_counts,
+        metric,
+        lambda _items, counts: micro_f1_of_counts(counts),
+        seed=seed,
     )
 
 

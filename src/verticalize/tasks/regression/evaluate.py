@@ -1,5 +1,6 @@
 """Regression evaluation: the model and the TF-IDF + ridge baseline on the test split, the
-constant (training mean) reference, an honest verdict; predictions.jsonl.
+constant (training mean) reference, the margin over the strongest baseline on R² (a paired
+bootstrap over test records), an honest verdict; predictions.jsonl.
 
 Metrics are measured on t, the scale training learns: the target, or log1p of it with
 `regression.transform: log1p` (report["target"]["scale"] says which); predictions.jsonl
@@ -14,12 +15,13 @@ import numpy as np
 from verticalize.config import Config
 from verticalize.console import console
 from verticalize.data.outputs import read_split
+from verticalize.evaluate.margin import strongest_and_margin
 from verticalize.runfolder import RunFolder, write_jsonl
 from verticalize.tasks.regression.metrics import METRICS, regression_metrics
 from verticalize.tasks.regression.model import Scale, target_of
 from verticalize.tasks.regression.settings import settings_of
 
-MAIN = "r2"
+MAIN = "r2"  # the plugin's main_metric; higher is better, so a positive margin is a gain
 
 
 def tfidf_ridge(
@@ -77,18 +79,59 @@ def tfidf_ridge(
     }
 
 
-def verdict(model_m: dict, baselines: dict, scale: Scale) -> str:
-    """One sentence per baseline on the main metric (R², higher is better), with MAE."""
+def r2_of(gold: np.ndarray, pred: np.ndarray) -> float:
+    """R² as sklearn's r2_score gives it (a constant gold: 1.0 if exact, else 0.0), without
+    its input checks, for many bootstrap resamples."""
+    ss_res = float(np.sum((gold - pred) ** 2))
+    ss_tot = float(np.sum((gold - gold.mean()) ** 2))
+    if ss_tot == 0:
+        return 1.0 if ss_res == 0 else 0.0
+    return 1.0 - ss_res / ss_tot
+
+
+def regression_margin(
+    baselines: dict, baseline_t: dict, gold_t: np.ndarray, model_t: np.ndarray, seed: int = 0
+) -> dict:
+    """strongest_and_margin on R² over test records, on t (the metrics' scale): delta = model
+    R² - baseline R², bootstrap p (a number is not right or wrong, so no McNemar)."""
+    return strongest_and_margin(
+        baselines,
+        {name: np.asarray(p, dtype=float) for name, p in baseline_t.items()},
+        np.asarray(gold_t, dtype=float),
+        np.asarray(model_t, dtype=float),
+        MAIN,
+        r2_of,
+        seed=seed,
+    )
+
+
+def verdict(
+    model_m: dict,
+    baselines: dict,
+    scale: Scale,
+    strongest: str | None = None,
+    margin: dict | None = None,
+) -> str:
+    """One sentence per baseline on the main metric (R², higher is better), with MAE; the
+    strongest baseline's with the margin's paired-bootstrap CI, when there is one."""
     on = " of log1p(target)" if scale.transform == "log1p" else ""
     parts = []
     for name, b in baselines.items():
         bm = b["metrics"]
         delta = model_m[MAIN] - bm[MAIN]
         word = "better than" if delta > 0 else ("equal to" if delta == 0 else "NOT better than")
+        ci = ""
+        if margin and name == strongest:
+            excludes = margin["ci_low"] > 0 or margin["ci_high"] < 0
+            ci = (
+                f" (the strongest baseline; 95% CI [{margin['ci_low']:+.4f}, "
+                f"{margin['ci_high']:+.4f}], bootstrap p = {margin['p_value']:.3g}: the CI "
+                + ("excludes 0)" if excludes else "includes 0, so it may be noise)")
+            )
         parts.append(
             f"The fine-tuned model (r2 {model_m[MAIN]:.4f}, mae {model_m['mae']:.4f}) is {word} "
             f"the {name} baseline (r2 {bm[MAIN]:.4f}, mae {bm['mae']:.4f}), Δ r2 {delta:+.4f} "
-            f"on the test split{on}."
+            f"on the test split{on}{ci}."
         )
     return " ".join(parts) or "No baseline was configured."
 
@@ -111,12 +154,13 @@ def evaluate_regression(
     metrics = regression_metrics(gold_t, out)
     metrics["latency_ms_per_example"] = 1000 * infer_s / max(len(test), 1)
 
-    baselines, b_preds = {}, {}
+    baselines, b_t, b_preds = {}, {}, {}
     for name in cfg.eval.baselines:
         console.print(f"eval: fitting the {name} baseline on the same splits")
         alphas = settings_of(cfg).ridge_alphas
         b = tfidf_ridge(train, val, test, alphas, cfg.eval.tfidf_analyzer, scale)
-        b_preds[name] = scale.inverse(np.array(b.pop("predictions")))
+        b_t[name] = np.array(b.pop("predictions"))
+        b_preds[name] = scale.inverse(b_t[name])
         baselines[name] = b
     train_t = scale.forward(np.array([target_of(r) for r in train]))
     constant = float(train_t.mean()) if len(train_t) else 0.0
@@ -134,10 +178,18 @@ def evaluate_regression(
             for i, r in enumerate(test)
         ),
     )
+    margin = regression_margin(baselines, b_t, gold_t, out, cfg.seed)
     report = {
         "model": {"path": str(folder.model_dir), "metrics": metrics},
         "baselines": baselines,
-        "verdict": verdict(metrics, baselines, scale),
+        **margin,
+        "verdict": verdict(
+            metrics,
+            baselines,
+            scale,
+            (margin.get("strongest_baseline") or {}).get("name"),
+            margin.get("margin"),
+        ),
         "summary_metrics": list(METRICS),
         "target": {
             "scale": scale.transform if scale.transform != "none" else "identity",
