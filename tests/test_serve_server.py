@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,34 +78,44 @@ def test_bad_settings_fail_before_loading(tmp_path):
         create_app(settings(tmp_path, runtime="onnx"), tiny_classifier_folder())
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def test_the_cli_serves_until_sigterm_and_stops_cleanly(run_dir):
-    port = _free_port()
+def start_cli_server(args: list[str], cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`verticalize serve ARGS --port <free>` in a subprocess, once it is ready: (process,
+    base url). The caller stops it."""
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VERTICALIZE_QUIET": "1"}
     proc = subprocess.Popen(
-        [VERTICALIZE, "serve", str(run_dir), "--port", str(port)],
+        [VERTICALIZE, "serve", *args, "--port", str(port)],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # uvicorn listens only once the model is loaded
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("not ready after 120 s")
+        time.sleep(0.2)
+
+
+def test_the_cli_serves_until_sigterm_and_stops_cleanly(run_dir):
+    proc, url = start_cli_server([str(run_dir)])
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:  # uvicorn listens only once the model is loaded
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready after 120 s"
-            time.sleep(0.2)
         r = httpx.post(url + "/v1/classify", json={"input": "works"})
         assert r.status_code == 200 and r.headers["x-model-version"] == "demo"
         proc.send_signal(signal.SIGTERM)

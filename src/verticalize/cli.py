@@ -88,7 +88,8 @@ def data(
     if args[0] == "reidentify":
         if len(args) != 3:
             raise typer.BadParameter("usage: verticalize data reidentify <yaml> <file> [-o OUT]")
-        path = api.reidentify(Path(args[1]), Path(args[2]), run_dir, output)
+        cfg = api.load(Path(args[1]), set_)  # --set may move run_dir: the vault is there
+        path = api.reidentify(cfg, Path(args[2]), run_dir, output)
         console.print(f"restored file written to {path} (keep it as safe as the original data)")
         return
     if len(args) != 1:
@@ -198,6 +199,13 @@ def eval_(
     ] = None,
 ) -> None:
     """Evaluate the model and the baselines on the test split (run/eval/report.*)."""
+    if compare and (set_ or config):
+        given = "--set" if set_ else f"the YAML {config}"
+        raise ConfigError(
+            "eval --compare reads two evaluated run folders, not a verticalize.yaml, so "
+            f"{given} has nothing to apply to. Fix: drop it, or evaluate a YAML without "
+            "--compare."
+        )
     if compare:
         result, path = api.compare(*compare)
         for name, m in result["metrics"].items():
@@ -491,7 +499,11 @@ def serve(
         Path | None, typer.Option("--audit-log", help="W3C audit log (default <run>/serve/).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="Take serve: settings from this YAML.")
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Take serve: settings from this YAML: a project's, or one holding only serve:.",
+        ),
     ] = None,
     runtime: Annotated[
         str | None, typer.Option(help="torch or onnx (the exported INT8 model).")
@@ -500,17 +512,19 @@ def serve(
     set_: Sets = None,
 ) -> None:
     """Start the HTTP service (OpenAI-compatible + /v1/classify, /v1/ner, /v1/embeddings)."""
-    from verticalize.config import ServeConfig
+    from verticalize.config import is_serve_only, load_serve_config
 
     yaml_target = target.endswith((".yaml", ".yml")) and Path(target).is_file()
-    settings, uri = ServeConfig(), tracking_uri
-    if yaml_target or config:
+    uri = tracking_uri
+    if yaml_target or (config and not is_serve_only(config)):  # a project's YAML
         cfg = api.load(Path(target) if yaml_target else config, set_)
         settings = cfg.serve.model_copy(deep=True)
         if yaml_target:
             target = str(api.run_folder(cfg))
         if not uri and cfg.registry.tracking_uri:
             uri = cfg.registry.tracking_uri
+    else:  # a serve-only YAML, or none: --set still applies (to the defaults)
+        settings = load_serve_config(config, set_)
     for field, value in (
         ("host", host),
         ("port", port),

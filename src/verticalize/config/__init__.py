@@ -58,9 +58,11 @@ from verticalize.config.evaluate import (
 from verticalize.config.loader import (
     apply_overrides,
     format_validation_error,
+    is_serve_only,
     line_for,
     line_index,
     load_config,
+    load_serve_config,
 )
 from verticalize.config.model import (
     METHODS,
@@ -83,6 +85,7 @@ from verticalize.config.serving import (
     ExportConfig,
     RegistryConfig,
     ServeConfig,
+    ServeOnlyConfig,
 )
 from verticalize.config.tasks import GenerationConfig, NerConfig
 from verticalize.config.train import (
@@ -101,6 +104,8 @@ __all__ = [
     "yaml_dir",
     "default_config_text",
     "load_config",
+    "load_serve_config",
+    "is_serve_only",
     "apply_overrides",
     "line_index",
     "line_for",
@@ -174,4 +179,5 @@ __all__ = [
     "ExportConfig",
     "RegistryConfig",
     "ServeConfig",
+    "ServeOnlyConfig",
 ]

@@ -1,5 +1,6 @@
 """Load verticalize.yaml: `--set` overrides, the line of every YAML key, and validation
-errors turned into one `ConfigError` naming file:line, field, bad value and fix."""
+errors turned into one `ConfigError` naming file:line, field, bad value and fix. A YAML for
+`verticalize serve` alone may hold just its serve: section (`load_serve_config`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from verticalize.config.data import SourceKindError
 from verticalize.config.evaluate import BaselineError, LabelError, MetricError
 from verticalize.config.schema import Config, config_model, validate_config
+from verticalize.config.serving import ServeConfig, ServeOnlyConfig
 from verticalize.errors import ConfigError
 
 # ---------------------------------------------------------------- loading + error messages
@@ -102,12 +104,17 @@ def _fix_for(err: dict, loc: tuple, root: type[BaseModel]) -> str:
 
 
 def format_validation_error(
-    exc: ValidationError, file: str, index: dict, raw: dict | None = None
+    exc: ValidationError,
+    file: str,
+    index: dict,
+    raw: dict | None = None,
+    root: type[BaseModel] | None = None,
 ) -> str:
     """One line per error: `file:line: field: problem (got value). Fix: …`; `index` is
-    `line_index` of the YAML text ({} when there is none) and `raw` the mapping validated."""
+    `line_index` of the YAML text ({} when there is none), `raw` the mapping validated and
+    `root` its model (default: the Config of raw's task)."""
     task = (raw or {}).get("task", "classification")
-    root = config_model(task if isinstance(task, str) else "")
+    root = root or config_model(task if isinstance(task, str) else "")
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -160,9 +167,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read, validate and cross-check verticalize.yaml. Raises ConfigError with file:line."""
-    path = Path(path)
+def _read_yaml(path: Path) -> tuple[str, dict]:
+    """The text of a YAML config and its top-level mapping; ConfigError when it is missing,
+    not YAML, or not a mapping."""
     if not path.is_file():
         raise ConfigError(
             f"{path}: config file not found. Fix: pass the path to a verticalize.yaml, "
@@ -180,6 +187,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}:1: expected a mapping with sections data, model, train, eval.")
+    return text, raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, validate and cross-check verticalize.yaml. Raises ConfigError with file:line."""
+    path = Path(path)
+    text, raw = _read_yaml(path)
     raw = apply_overrides(raw, overrides or [])
     index = line_index(text)
     try:
@@ -191,3 +205,25 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 
     check_sources_exist(cfg, lambda loc: f"{path}:{line_for(index, loc) or 1}")
     return cfg
+
+
+def is_serve_only(path: str | Path) -> bool:
+    """Whether the YAML at `path` is for `verticalize serve` alone rather than a project:
+    it has no data: section (then it may hold only serve:, see `load_serve_config`)."""
+    return "data" not in _read_yaml(Path(path))[1]
+
+
+def load_serve_config(path: str | Path | None, overrides: list[str] | None = None) -> ServeConfig:
+    """The serve: settings of a YAML holding only that section, or with `path` None the
+    defaults, with `--set serve.…` overrides applied. Raises ConfigError naming file:line
+    (or --set), field, bad value and fix."""
+    text, raw, where = "", {}, "--set"
+    if path is not None:
+        text, raw = _read_yaml(Path(path))
+        where = str(path)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return ServeOnlyConfig.model_validate(raw).serve
+    except ValidationError as e:
+        index = line_index(text) if text else {}
+        raise ConfigError(format_validation_error(e, where, index, raw, ServeOnlyConfig)) from None

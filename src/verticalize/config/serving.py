@@ -109,3 +109,9 @@ class ServeConfig(Section):
         10.0, ge=0, description="Poll the registry alias for a new version; 0 = off."
     )
     ab: AbConfig = AbConfig()
+
+
+class ServeOnlyConfig(Section):
+    """A YAML for `verticalize serve --config` alone: only the serve: section."""
+
+    serve: ServeConfig = ServeConfig()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from verticalize.config import ServeConfig
 from verticalize.errors import VerticalizeError
 from verticalize.serve import openai_api, task_api
+from verticalize.serve.api_schema import served_openapi
 from verticalize.serve.gate import Gate
 from verticalize.serve.handling import ApiError, ServeState, error_body, state_of
 from verticalize.serve.openai_schema import ERRORS, ReloadRequest
@@ -28,6 +28,9 @@ from verticalize.serve.targets import Resolved, resolve_target
 from verticalize.version import __version__
 
 log = logging.getLogger("verticalize.serve")
+PROBE_ERRORS = {403: ERRORS[403]}  # probes need no key, but the allow-list applies
+# why json.loads could not read a body FastAPI answered "error parsing the body" for
+UNREADABLE = {UnicodeDecodeError: "not UTF-8 text", RecursionError: "nested too deeply"}
 
 
 def create_app(
@@ -84,11 +87,15 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.serve = state
-    app.include_router(task_api.router)
-    app.include_router(openai_api.router)
+    routers = (task_api.router, openai_api.router)
+    for router in routers:
+        app.include_router(router)  # no prefix: the routers' paths are the app's
     _add_operations(app)
     _add_error_handlers(app)
-    routes = frozenset(getattr(r, "path", "") for r in app.routes)
+    # every route with its template; FastAPI may list an included router as one entry
+    routes = [r for r in app.routes if isinstance(getattr(r, "path", None), str) and r.path]
+    routes += [r for router in routers for r in router.routes]
+    app.openapi = served_openapi(app, state, routes)
     app.add_middleware(Gate, state=state, routes=routes)
     return app
 
@@ -120,11 +127,15 @@ async def _lifespan(app: FastAPI):
 
 
 def _add_operations(app: FastAPI) -> None:
-    @app.get("/healthz", summary="Liveness: the process answers")
+    @app.get("/healthz", summary="Liveness: the process answers", responses=PROBE_ERRORS)
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: models loaded and taking requests")
+    @app.get(
+        "/readyz",
+        summary="Readiness: models loaded and taking requests",
+        responses=PROBE_ERRORS | {503: {"description": "Shutting down."}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         state = state_of(request)
         models = [
@@ -139,7 +150,7 @@ def _add_operations(app: FastAPI) -> None:
         "/metrics",
         summary="Prometheus metrics",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}} | PROBE_ERRORS,
     )
     async def metrics(request: Request) -> Response:
         body, content_type = state_of(request).metrics.render()
@@ -150,9 +161,9 @@ def _add_operations(app: FastAPI) -> None:
         request: Request, req: Annotated[ReloadRequest | None, Body()] = None
     ) -> JSONResponse:
         """Loads the target again (or `target`) and swaps it in without dropping requests;
-        with `force: false` an unchanged version is left alone."""
+        with `force: false` an unchanged version is left alone. The gate has checked the
+        admin key before the body was read."""
         state = state_of(request)
-        _require_admin(request, state)
         req = req or ReloadRequest()
         try:
             result = await state.reloader.reload(req.role, req.target, req.force)
@@ -161,26 +172,6 @@ def _add_operations(app: FastAPI) -> None:
                 400, f"reload failed, still serving the old version: {e}", "reload_failed"
             ) from None
         return JSONResponse(result)
-
-
-def _require_admin(request: Request, state: ServeState) -> None:
-    key = request.scope.get("state", {}).get("key")
-    if state.keys.enabled:
-        if key is None or key.role != "admin":
-            raise ApiError(403, "reloading needs an admin API key (role admin).", "admin_only")
-        return
-    client = request.client.host if request.client else ""
-    try:
-        local = ipaddress.ip_address(client).is_loopback
-    except ValueError:
-        local = False
-    if not local:  # without keys, only the machine itself may swap models
-        raise ApiError(
-            403,
-            "reloading without API keys is allowed from this machine only. Fix: configure "
-            "serve.api_keys_file with an admin key.",
-            "admin_only",
-        )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -193,11 +184,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             where = next(e for e in errors if e.get("type") == "json_invalid")
-            detail = (where.get("ctx") or {}).get("error", "malformed JSON")
-            body = error_body(
-                400, f"the request body is not valid JSON ({detail}).", "invalid_json"
-            )
-            return JSONResponse(body, status_code=400)
+            return _invalid_json((where.get("ctx") or {}).get("error", "malformed JSON"))
         if errors and tuple(errors[0]["loc"]) == ("body",) and errors[0]["type"] != "missing":
             message = "the request body must be a JSON object (Content-Type: application/json)."
             return JSONResponse(error_body(422, message, "invalid_request", "body"), 422)
@@ -209,6 +196,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        cause = exc.__cause__  # FastAPI's 400 for a body json.loads could not read
+        if exc.status_code == 400 and cause is not None:
+            return _invalid_json(UNREADABLE.get(type(cause), "unreadable"))
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             message = f"no route {request.url.path}; see /docs for the routes."
@@ -218,6 +208,11 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+
+def _invalid_json(detail: str) -> JSONResponse:
+    body = error_body(400, f"the request body is not valid JSON ({detail}).", "invalid_json")
+    return JSONResponse(body, status_code=400)
 
 
 def _where(loc) -> str:

@@ -10,6 +10,7 @@ hidden states of its encoder / backbone / decoder.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
@@ -89,6 +90,18 @@ class Engine(ABC):
         self.counter = copy.deepcopy(tokenizer)
         limits = [x for x in (model_limit, tokenizer.model_max_length) if x and x < 10**7]
         self.max_tokens = min(limits) if limits else 512
+
+    @functools.cached_property
+    def embedding_size(self) -> int | None:
+        """Length of this model's embeddings (the hidden size in its config.json: they pool
+        the last hidden state); None when the folder does not say."""
+        from transformers import AutoConfig
+
+        try:
+            size = getattr(AutoConfig.from_pretrained(self.folder), "hidden_size", None)
+        except (OSError, ValueError):
+            return None
+        return size if isinstance(size, int) else None
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text, as the model will see them (special tokens included)."""

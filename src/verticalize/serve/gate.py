@@ -1,18 +1,22 @@
 """The gate every HTTP request passes (pure ASGI, so streaming is untouched): a request id,
-the IP allow-list (403), the API key (401), the per-key rate limit (429) and the body-size
-limit (413, with or without Content-Length); on the way out the x-request-id and
-x-model-version headers, one audit line and the request metrics. An exception no handler
-caught becomes a 500 in the OpenAI error shape, still audited."""
+the IP allow-list (403), the API key (401), the admin role for /admin/ routes (403), the
+per-key rate limit (429) and the body-size limit (413, with or without Content-Length); on
+the way out the x-request-id and x-model-version headers, one audit line and the request
+metrics, labelled with the route template the path matches (refused requests too). An
+exception no handler caught becomes a 500 in the OpenAI error shape, still audited."""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute, Match
 
 from verticalize.serve.handling import ServeState, error_body
 
@@ -33,9 +37,10 @@ class Rejected(Exception):
 
 
 class Gate:
-    """ASGI middleware around the FastAPI app; `state` is the service's ServeState."""
+    """ASGI middleware around the FastAPI app; `state` is the service's ServeState and
+    `routes` the app's routes, each with its path template (for the metric labels)."""
 
-    def __init__(self, app, state: ServeState, routes: frozenset[str]):
+    def __init__(self, app, state: ServeState, routes: Sequence[BaseRoute]):
         self.app, self.state, self.routes = app, state, routes
 
     async def __call__(self, scope, receive, send) -> None:
@@ -108,6 +113,9 @@ class Gate:
                         "unauthorized",
                     )
             info["key"] = key
+            admin = scope["path"].startswith("/admin/")
+            if admin and self._route(scope)[1] == Match.FULL:  # before the body is read
+                _require_admin(st, key, ip)
             decision = st.limiter.check(key.id if key else f"ip:{ip}")
             extra.update(decision.headers())
             if not decision.allowed:
@@ -162,10 +170,7 @@ class Gate:
     def _finish(self, scope, headers: Headers, ip, rid: str, status: int, started: float, info):
         seconds = time.perf_counter() - started
         version = info.get("model_version") or self._version()
-        route = scope.get("route")
-        template = getattr(route, "path", None) or (
-            scope["path"] if scope["path"] in self.routes else "other"
-        )
+        template = self._template(scope)
         st = self.state
         try:
             method = scope["method"] if scope["method"] in METHODS else "other"
@@ -187,6 +192,48 @@ class Gate:
                 )
         except Exception:  # bookkeeping must never turn an answer into an error
             log.exception("audit/metrics failed for request %s", rid)
+
+    def _route(self, scope) -> tuple[BaseRoute | None, Match]:
+        """The route that takes this request, as Starlette's router picks it: the first
+        full match, else the first with the path but another method (PARTIAL: a 405)."""
+        partial = None
+        for route in self.routes:
+            match = route.matches(scope)[0]
+            if match == Match.FULL:
+                return route, match
+            if match == Match.PARTIAL and partial is None:
+                partial = route
+        return partial, Match.PARTIAL if partial else Match.NONE
+
+    def _template(self, scope) -> str:
+        """The path template of the route the request matched (or would have, had the gate
+        not refused it: no route ran then); "other" for a path no route has."""
+        route = scope.get("route")
+        if not (isinstance(getattr(route, "path", None), str) and route.path):
+            route = self._route(scope)[0]
+        return route.path if route is not None else "other"
+
+
+def _require_admin(state: ServeState, key, ip: str | None) -> None:
+    """403 unless the key has role admin; without keys, unless the client is this machine."""
+    if state.keys.enabled:
+        if key is None or key.role != "admin":
+            raise Rejected(
+                403, "this route needs an admin API key (role admin).", "admin_only", "forbidden"
+            )
+        return
+    try:
+        local = ipaddress.ip_address(ip or "").is_loopback
+    except ValueError:
+        local = False
+    if not local:  # without keys, only the machine itself may swap models
+        raise Rejected(
+            403,
+            "admin routes without API keys are allowed from this machine only. Fix: configure "
+            "serve.api_keys_file with an admin key.",
+            "admin_only",
+            "forbidden",
+        )
 
 
 def new_request_id() -> str:

@@ -141,10 +141,15 @@ async def run_on(slot: ModelSlot, state: ServeState, key: Hashable, items: list)
 
 
 def check_texts(
-    texts: list[str], slot: ModelSlot, state: ServeState, field: str = "input"
+    texts: list[str],
+    slot: ModelSlot,
+    state: ServeState,
+    field: str = "input",
+    blank_ok: bool = False,
 ) -> list[int]:
     """Token counts of `texts`; 400 naming the limit for too many texts, a text longer than
-    serve.max_input_tokens (or the model's own limit), or text that is not valid Unicode."""
+    serve.max_input_tokens (or the model's own limit), text that is not valid Unicode, or
+    (unless `blank_ok`: a prompt may be whitespace) an empty or whitespace-only text."""
     limit_n = state.settings.max_texts
     if len(texts) > limit_n:
         raise ApiError(
@@ -157,6 +162,14 @@ def check_texts(
     if not texts:
         raise ApiError(400, f"{field}: give at least one text.", "empty_input", field)
     for i, t in enumerate(texts):
+        if not (blank_ok or t.strip()):  # the schema's NOT_BLANK pattern says the same
+            where = f"{field}[{i}]" if len(texts) > 1 else field
+            raise ApiError(
+                400,
+                f"{where}: the text is empty or only whitespace. Fix: send the text to work on.",
+                "empty_text",
+                field,
+            )
         if not _valid_unicode(t):
             raise ApiError(
                 400,

@@ -82,19 +82,19 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:
     texts = [req.input] if isinstance(req.input, str) else req.input
     slot = pick_slot(request, "embed", req.model)
     try:
+        size = slot.engine.embedding_size
+        if req.dimensions is not None and req.dimensions != size:
+            raise ApiError(
+                400,
+                f"dimensions: model {slot.version} gives {size}-dimensional embeddings; "
+                f"{req.dimensions} cannot be served. Fix: leave dimensions out.",
+                "unsupported_dimensions",
+                "dimensions",
+            )
         counts = check_texts(texts, slot, state)
         vectors = await run_on(slot, state, ("embed",), texts)
     finally:
         slot.release()
-    dim = len(vectors[0])
-    if req.dimensions is not None and req.dimensions != dim:
-        raise ApiError(
-            400,
-            f"dimensions: model {slot.version} gives {dim}-dimensional embeddings; "
-            f"{req.dimensions} cannot be served. Fix: leave dimensions out.",
-            "unsupported_dimensions",
-            "dimensions",
-        )
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_vector(v, req.encoding_format)}
         for i, v in enumerate(vectors)
@@ -173,7 +173,7 @@ async def completions(req: CompletionRequest, request: Request):
     slot = pick_slot(request, "generate", req.model)
     handed_over = False
     try:
-        check_texts(prompts, slot, state_of(request), "prompt")
+        check_texts(prompts, slot, state_of(request), "prompt", blank_ok=True)
         gens = [
             _gen_request(
                 request, slot, slot.engine.completion_prompt(p), req.max_tokens, req.stop, "prompt"

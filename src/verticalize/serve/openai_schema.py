@@ -1,15 +1,73 @@
 """Request and response bodies of the OpenAI-compatible routes (chat, completions, embeddings,
 models) and of the task routes. Unknown fields are ignored, as OpenAI does; fields that would
-change the answer but are not supported are refused with a 400 by `unsupported`."""
+change the answer but are not supported are refused with a 400 by `unsupported`.
+
+The JSON schema of a request says what the server accepts, not only what parses: an option
+served at one value lists that value (`Served`), texts must not be blank, lists not empty.
+The server checks those itself and answers a 400 that names the field (not pydantic's 422),
+so the schema constraints here are declared with WithJsonSchema, not enforced by pydantic.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
-SEED = Field(None, ge=0, le=2**63 - 1)
+# a text the server works on has a non-blank character (Python's \s is str.isspace)
+NOT_BLANK = r"\S"
 STOP = Field(None, description="Up to 4 strings; the text ends before the first one.")
+# more than 4 stop strings get a 400 naming the limit (openai_api._gen_request)
+STOPS = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+            {"type": "null"},
+        ]
+    }
+)
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer includes 3.0: take it as 3 (strict mode refuses floats)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def whole(**bounds: int) -> Any:
+    """An integer field's type: ints, or floats without a fraction; `bounds` are ge / le."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_whole_number)]
+
+
+@dataclass(frozen=True)
+class Served:
+    """Marks an OpenAI option this server takes at some values only: `schema` (the field's
+    JSON schema) lists them, `refused(value)` is true for the others, which get a 400."""
+
+    schema: dict
+    refused: Callable[[Any], bool]
+
+    def __get_pydantic_json_schema__(self, core_schema, handler) -> dict:
+        return dict(self.schema)
+
+
+def only(*values: Any) -> Served:
+    """Served at exactly these JSON values (None is null)."""
+    return Served({"enum": list(values)}, lambda v: v not in values)
+
+
+NONE_OR_EMPTY = Served({"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}, bool)
+
+
+def texts_schema(item: dict) -> WithJsonSchema:
+    """One text or a non-empty list of texts, each matching `item` (the app adds the
+    list's maxItems, serve.max_texts)."""
+    return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]})
+
+
+TEXTS = texts_schema({"type": "string", "pattern": NOT_BLANK})
 
 
 class Lenient(BaseModel):
@@ -23,9 +81,19 @@ class TextPart(Lenient):
     text: str | None = None
 
 
+# the schema of a content part: the server renders text parts only, others get a 400
+TEXT_PART = WithJsonSchema(
+    {
+        "type": "object",
+        "required": ["type", "text"],
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    }
+)
+
+
 class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[Annotated[TextPart, TEXT_PART]] | None = None
     name: str | None = None
 
 
@@ -39,59 +107,106 @@ class Sampled(Lenient):
     model: str = Field("", description="A served version (GET /v1/models) or any name.")
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int | None = Field(1, ge=1, le=128)
-    stop: str | list[str] | None = STOP
+    n: Annotated[whole(ge=1, le=128) | None, only(1, None)] = 1
+    stop: Annotated[str | list[str] | None, STOPS] = STOP
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    seed: int | None = SEED
+    # 2**53 - 1: the largest integer every JSON parser reads exactly (RFC 7493)
+    seed: whole(ge=0, le=2**53 - 1) | None = None
     user: str | None = None
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: Annotated[float | None, only(0, None)] = Field(None, ge=-2, le=2)
+    frequency_penalty: Annotated[float | None, only(0, None)] = Field(None, ge=-2, le=2)
+    logit_bias: Annotated[
+        dict[str, float] | None,
+        Served({"anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]}, bool),
+    ] = None
 
 
 class ChatCompletionRequest(Sampled):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
-    functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
+    max_tokens: whole(ge=1) | None = None
+    max_completion_tokens: whole(ge=1) | None = None
+    logprobs: Annotated[bool | None, only(False, None)] = None
+    top_logprobs: Annotated[whole() | None, only(0, None)] = None
+    tools: Annotated[list[Any] | None, NONE_OR_EMPTY] = None
+    tool_choice: Annotated[Any, only("none", "auto", None)] = None
+    functions: Annotated[list[Any] | None, NONE_OR_EMPTY] = None
+    response_format: Annotated[
+        dict[str, Any] | None,
+        Served(
+            {
+                "anyOf": [
+                    {"type": "null"},
+                    {"type": "object", "maxProperties": 0},
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"const": "text"}},
+                    },
+                ]
+            },
+            lambda v: bool(v) and v.get("type") != "text",
+        ),
+    ] = None
 
 
 class CompletionRequest(Sampled):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
-    echo: bool | None = False
-    suffix: str | None = None
-    logprobs: int | None = None
-    best_of: int | None = None
+    model_config = ConfigDict(  # a stream carries one prompt
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"stream": {"enum": [False, None]}}},
+                {"properties": {"prompt": {"anyOf": [{"type": "string"}, {"maxItems": 1}]}}},
+            ]
+        }
+    )
+
+    prompt: Annotated[str | list[str], texts_schema({"type": "string", "minLength": 1})]
+    max_tokens: whole(ge=1) | None = 16
+    echo: Annotated[bool | None, only(False, None)] = False
+    suffix: Annotated[str | None, only("", None)] = None
+    logprobs: Annotated[whole() | None, only(0, None)] = None
+    best_of: Annotated[whole() | None, only(1, None)] = None
 
 
 class EmbeddingRequest(Lenient):
-    input: str | list[str]
+    input: Annotated[str | list[str], TEXTS] = Field(
+        description="A text or a list of texts (serve.max_texts), none of them blank."
+    )
     model: str = ""
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: whole(ge=1) | None = Field(
+        None, description="Only the model's own embedding size; leave it out."
+    )
     user: str | None = None
 
 
 class TextsRequest(Lenient):
     """/v1/classify and /v1/ner: one text or a list of texts."""
 
-    input: str | list[str] = Field(description="A text or a list of texts (serve.max_texts).")
+    input: Annotated[str | list[str], TEXTS] = Field(
+        description="A text or a list of texts (serve.max_texts), none of them blank."
+    )
     model: str = ""
 
 
 class FeedbackRequest(Lenient):
-    rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (good).")
+    model_config = ConfigDict(  # what is rated: an earlier answer, or a text given here
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["request_id"],
+                    "properties": {"request_id": {"type": "string", "minLength": 1}},
+                },
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+            ]
+        }
+    )
+
+    rating: whole(ge=1, le=5) = Field(description="1 (bad) to 5 (good).")
     request_id: str | None = Field(
         None, description="The x-request-id of the answer being rated (recent answers only)."
     )
-    index: int | None = Field(None, ge=0, description="Which text of a batch request.")
+    index: whole(ge=0) | None = Field(None, description="Which text of a batch request.")
     text: str | None = Field(None, description="The input, when request_id is not given.")
     prediction: Any = Field(None, description="What the model answered (with text).")
     correction: Any = Field(None, description="The right answer: a label, spans or a text.")
@@ -245,23 +360,9 @@ ERRORS = {
 
 
 def unsupported(req: BaseModel) -> str | None:
-    """The first set option that would change the answer but is not supported, or None."""
-    checks = {
-        "n": lambda v: v not in (None, 1),
-        "presence_penalty": lambda v: v not in (None, 0),
-        "frequency_penalty": lambda v: v not in (None, 0),
-        "logit_bias": bool,
-        "logprobs": lambda v: v not in (None, False, 0),
-        "top_logprobs": lambda v: v not in (None, 0),
-        "tools": bool,
-        "functions": bool,
-        "tool_choice": lambda v: v not in (None, "none", "auto"),
-        "response_format": lambda v: bool(v) and v.get("type") != "text",
-        "echo": bool,
-        "suffix": bool,
-        "best_of": lambda v: v not in (None, 1),
-    }
-    for name, is_set in checks.items():
-        if name in type(req).model_fields and is_set(getattr(req, name)):
-            return name
+    """The first option set to a value this server does not serve (see `Served`), or None."""
+    for name, info in type(req).model_fields.items():
+        for mark in info.metadata:
+            if isinstance(mark, Served) and mark.refused(getattr(req, name)):
+                return name
     return None

@@ -74,19 +74,21 @@ async def feedback(req: FeedbackRequest, request: Request) -> JSONResponse:
                 "unknown_request_id",
                 "request_id",
             )
-        prediction = earlier["output"]
+        asked, prediction = earlier["input"], earlier["output"]
         if req.index is not None:
             if not isinstance(prediction, list) or req.index >= len(prediction):
                 raise ApiError(
                     400, f"index {req.index}: no such text in that request.", "bad_index", "index"
                 )
             prediction = prediction[req.index]
+            if isinstance(asked, list) and len(asked) == len(earlier["output"]):
+                asked = asked[req.index]  # the one text rated, not the whole batch
         record |= {
             "request_id": req.request_id,
             "route": earlier["route"],
             "model_version": earlier["model_version"],
             "task": earlier["task"],
-            "input": earlier["input"],
+            "input": asked,
             "index": req.index,
             "prediction": prediction,
             "latency_ms": earlier["latency_ms"],
