@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from verticalize import api
 from verticalize.console import console
-from verticalize.errors import ConfigError, VerticalizeError
+from verticalize.errors import ConfigError, VerticalizeError, crash_line, write_crash_log
 from verticalize.runfolder import StageResult
 from verticalize.train.distributed import (
     LAUNCHED,
@@ -506,7 +506,8 @@ def serve(
         ),
     ] = None,
     runtime: Annotated[
-        str | None, typer.Option(help="torch or onnx (the exported INT8 model).")
+        str | None,
+        typer.Option(help="auto (onnx when the export published an INT8 model), torch or onnx."),
     ] = None,
     tracking_uri: TrackingUri = None,
     set_: Sets = None,
@@ -606,4 +607,23 @@ def main() -> None:
         if isinstance(e, click.ClickException):
             e.show()
             sys.exit(e.exit_code)
-        raise
+        leave_process_group(wait=False)
+        # a bug: one line here; the traceback, without locals or data, in a file
+        log = write_crash_log(e, _crash_folder(sys.argv[1:]))
+        console.print(escape(crash_line(e, log)), soft_wrap=True, highlight=False)
+        sys.exit(70)  # EX_SOFTWARE
+
+
+def _crash_folder(argv: list[str]) -> Path | None:
+    """The run folder of the failed command, when its arguments name one that exists."""
+    run_dir = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--run-dir"), None)
+    if run_dir is None:
+        run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("--run-dir=")), None)
+    if run_dir is not None:
+        return Path(run_dir) if Path(run_dir).is_dir() else None
+    yaml = next((a for a in argv[1:] if a.endswith((".yaml", ".yml")) and Path(a).is_file()), None)
+    try:
+        folder = api.run_folder(yaml) if yaml else None
+    except Exception:  # the config itself may be what is broken: then no run folder
+        return None
+    return folder if folder is not None and folder.is_dir() else None

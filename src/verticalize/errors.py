@@ -1,6 +1,15 @@
-"""Errors a user can act on. The CLI prints them without a traceback and exits non-zero."""
+"""Errors a user can act on (the CLI prints them without a traceback and exits non-zero),
+and the crash log for the ones they cannot: a traceback without locals or data, in a file."""
 
 from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
 
 
 class VerticalizeError(Exception):
@@ -61,3 +70,60 @@ class ServeError(VerticalizeError):
     """The service cannot start (bad keys file, port in use, model missing)."""
 
     exit_code = 10
+
+
+# ---------------------------------------------------------------- unexpected errors
+
+# quoted text in an exception message is usually a value from the data (KeyError('…'),
+# "invalid literal for int(): '…'"): the crash log keeps the message's shape, not the value
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_MESSAGE_CHARS = 200
+
+
+def scrubbed_message(exc: BaseException) -> str:
+    """The exception's message with quoted values elided and its length capped."""
+    text = _QUOTED.sub("'…'", str(exc))
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "…"
+
+
+def crash_traceback(exc: BaseException) -> str:
+    """The traceback of `exc` and the exceptions chained to it: files, lines, functions and
+    source lines, with scrubbed messages; never a local variable or a record."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    parts = []
+    for i, e in enumerate(reversed(chain)):
+        if i:
+            parts.append("\nDuring or because of the error above, another one happened:\n\n")
+        frames = traceback.extract_tb(e.__traceback__)  # FrameSummary without locals
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_list(frames))
+        parts.append(f"{type(e).__module__}.{type(e).__qualname__}: {scrubbed_message(e)}\n")
+    return "".join(parts)
+
+
+def write_crash_log(exc: BaseException, folder: Path | None) -> Path:
+    """Write the traceback of an unexpected error to <folder>/errors/<UTC time>.log (or a
+    temp folder when there is no run folder); returns the file. Mode 600: it names paths."""
+    base = folder / "errors" if folder is not None else Path(tempfile.gettempdir()) / "verticalize"
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = base / f"{stamp}.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"verticalize {' '.join(sys.argv[1:2])} failed at {stamp}\n\n")
+        fh.write(crash_traceback(exc))
+    return path
+
+
+def crash_line(exc: BaseException, log: Path) -> str:
+    """One line for the terminal: the error's type and where it was raised, and the log."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" in {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (
+        f"internal error: {type(exc).__name__}{where}. The full traceback (without data) is "
+        f"in {log}; please attach it to a bug report."
+    )

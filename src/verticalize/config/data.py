@@ -3,9 +3,11 @@ agreement / augment / split, and the Ray engine."""
 
 from __future__ import annotations
 
+import codecs
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from verticalize.config.base import Section
 
@@ -73,7 +75,12 @@ class Source(Section):
         None, description="Records sharing this field's value stay in one split (e.g. patient)."
     )
     sample: int | None = Field(None, gt=0, description="Keep a seeded random sample of N records.")
-    encoding: str = "utf-8"
+    encoding: str = Field(
+        "auto",
+        description="The file's codec (utf-8, gb18030, big5, utf-16, …); auto = detect it "
+        "(a byte-order mark always decides; the detection and its confidence go to the data "
+        "manifest).",
+    )
     chat: Literal[CHAT_LAYOUTS] | None = Field(
         None,
         description="generation: the record is a conversation — alpaca (instruction/input/"
@@ -93,6 +100,19 @@ class Source(Section):
         description="conll: the file's tag scheme; auto = bmes if M- tags occur, bioes if E-/S-, "
         "else bio. Tags become character spans on load.",
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, value: str) -> str:
+        if value.lower() != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown encoding {value!r}; use auto, or a codec such as utf-8, gb18030, "
+                    "big5, utf-16, latin-1"
+                ) from None
+        return value
 
 
 # ---------------------------------------------------------------- validation rules (D2)
@@ -211,15 +231,54 @@ PII_KINDS = (
     "email",
     "bank_card",
     "ipv4",
+    "ipv6",
     "passport",
     "cn_name",
     "en_name",
+    "cn_address",
+    "plate",
+    "ssn",
+    "hk_id",
+    "mo_id",
+    "tw_id",
+    "uscc",
 )
+
+
+class CustomPiiKind(Section):
+    """A kind of personal data the built-in detectors do not know, e.g. medical record numbers."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="e.g. mrn; shown as [MRN].")
+    pattern: str | None = Field(None, description="Python regular expression of one value.")
+    dictionary: str | None = Field(
+        None, description="File (relative to the YAML) with one value a line, matched whole."
+    )
+    ignore_case: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CustomPiiKind:
+        if (self.pattern is None) == (self.dictionary is None):
+            raise ValueError(f"custom kind {self.name!r}: give exactly one of pattern, dictionary")
+        if self.name in PII_KINDS:
+            raise ValueError(f"custom kind {self.name!r} is a built-in kind; pick another name")
+        if self.pattern is not None:
+            try:
+                compiled = re.compile(self.pattern)
+            except re.error as e:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {e}"
+                ) from None
+            if compiled.match(""):
+                raise ValueError(f"pattern {self.pattern!r} matches empty text")
+        return self
 
 
 class PiiConfig(Section):
     enabled: bool = False
     kinds: list[Literal[PII_KINDS]] = list(PII_KINDS)
+    custom: list[CustomPiiKind] = Field(
+        [], description="Your own kinds, each from a regex or a dictionary file (always on)."
+    )
     action: Literal["mask", "redact", "hash", "pseudonym"] = "mask"
     fields: list[str] | None = Field(
         None, description="Metadata fields scanned besides text; None = every text field."

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from verticalize.data.conversations import (
     from_row,
     from_templates,
 )
+from verticalize.data.encodings import Encoding
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.readers import read_rows
 from verticalize.errors import DataError
@@ -86,10 +88,12 @@ def ingest_source(
     quarantine: Quarantine,
     task: str = "classification",
     section=None,
+    encodings: list | None = None,
 ) -> Iterator[dict]:
     """Records of one source in file order (a `sample` holds the source's records in memory);
-    `section` is the task's own YAML section, for its parse_label."""
-    records = _records(index, src, res, cfg, tally, quarantine, task, section)
+    `section` is the task's own YAML section, for its parse_label; `encodings` gets how each
+    file was decoded (data.encodings.Encoding)."""
+    records = _records(index, src, res, cfg, tally, quarantine, task, section, encodings)
     if src.sample is None:
         for rec in records:
             tally.n_out += 1
@@ -106,12 +110,12 @@ def ingest_source(
     yield from kept
 
 
-def _records(index, src, res, cfg, tally, quarantine, task, section) -> Iterator[dict]:
+def _records(index, src, res, cfg, tally, quarantine, task, section, encodings) -> Iterator[dict]:
     plugin = get_task(task)
     parse = plugin.parse_label or _label_of
     label_of = partial(parse, section=section)
     previous, repeat = None, 0
-    for row in read_rows(res, src):
+    for row in read_rows(res, src, encodings):
         tally.n_in += 1
         where = {"source": row.source or res.display, "line": row.line}
         if row.fields is None:
@@ -307,6 +311,26 @@ def iter_sources(
     for i, src in enumerate(cfg.sources):
         res = resolve(src.path, src.format, base_dir)
         before = tally.n_in
-        yield from ingest_source(i, src, res, cfg, seed, tally, quarantine, task, section)
+        encodings: list[Encoding] = []
+        yield from ingest_source(
+            i, src, res, cfg, seed, tally, quarantine, task, section, encodings
+        )
         rows = tally.n_in - before
-        provenance.append({"path": src.path, **res.provenance(), "rows": rows, "empty": rows == 0})
+        entry = {"path": src.path, **res.provenance(), "rows": rows, "empty": rows == 0}
+        if encodings:
+            entry["encoding"] = encoding_summary(src.encoding, encodings)
+        provenance.append(entry)
+
+
+def encoding_summary(declared: str, encodings: list[Encoding]) -> dict:
+    """How a source was decoded, for the manifest: the codec, whether it was detected (and
+    how confidently), whether a BOM was dropped; a folder source counts its files per codec."""
+    out: dict = {"declared": declared}
+    if len(encodings) == 1:
+        return out | encodings[0].as_dict()
+    confidences = [e.confidence for e in encodings if e.confidence is not None]
+    return out | {
+        "encoding": dict(Counter(e.name for e in encodings)),
+        "confidence": min(confidences) if confidences else None,
+        "bom": sum(e.bom for e in encodings),
+    }

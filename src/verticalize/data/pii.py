@@ -18,12 +18,14 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from verticalize.config import PII_KINDS, PiiConfig
 from verticalize.data.crypto import derive_key
+from verticalize.data.pii_custom import custom_detectors
 from verticalize.data.pii_detect import PiiMatch, detect_pii, normalized_view
 from verticalize.errors import ConfigError, DataError
 
@@ -40,7 +42,19 @@ __all__ = [
 TOKEN = re.compile(r"<([A-Z0-9_]+)_([0-9a-f]{10})>")
 _NUMERIC = ("id_card", "mobile", "landline", "bank_card")
 # (characters kept at the head, at the tail) among letters and digits; separators stay
-_KEEP = {"id_card": (6, 4), "bank_card": (6, 4), "passport": (1, 2), "landline": (0, 4)}
+_KEEP = {
+    "id_card": (6, 4),
+    "bank_card": (6, 4),
+    "passport": (1, 2),
+    "landline": (0, 4),
+    "ssn": (0, 4),
+    "uscc": (2, 2),
+    "plate": (2, 1),
+    "hk_id": (1, 1),
+    "mo_id": (1, 1),
+    "tw_id": (1, 2),
+    "cn_address": (3, 0),  # the province or city stays readable, the rest does not
+}
 
 
 def _star(value: str, head: int, tail: int) -> str:
@@ -65,6 +79,9 @@ def mask_value(kind: str, value: str) -> str:
     if kind == "ipv4":
         dot = view.index(".")
         return value[:dot] + re.sub(r"\d+", "*", value[dot:])
+    if kind == "ipv6":
+        colon = view.index(":")
+        return value[:colon] + re.sub(r"[0-9A-Fa-f.]+", "*", value[colon:])
     if kind == "cn_name":
         return value[:1] + "*" * (len(value) - 1) if len(value) > 1 else "*"
     if kind == "en_name":
@@ -91,18 +108,20 @@ def _canonical(kind: str, value: str) -> str:
 
 class PiiMasker:
     """Replaces PII in texts and records per a PiiConfig; tallies `counts` per kind.
+    Relative dictionary files of custom kinds are read from `base_dir` (default: the cwd).
 
     With action=pseudonym, `vault` maps each token to its encrypted original (see
     crypto.write_vault). `key` is the run's secret key; hash without a key uses a random
     salt, so its digests are consistent within this masker only."""
 
-    def __init__(self, cfg: PiiConfig, key: bytes | None = None):
+    def __init__(self, cfg: PiiConfig, key: bytes | None = None, base_dir: Path | None = None):
         if cfg.action == "pseudonym" and key is None:
             raise ConfigError(
                 "data.pii.action: pseudonym needs a secret key to make reversible tokens. Fix: "
                 "set data.key_file to a path outside the run folder (it is created if missing)."
             )
         self.cfg = cfg
+        self.custom = custom_detectors(cfg.custom, base_dir)  # dictionary paths from base_dir
         self.counts: Counter[str] = Counter()
         self.vault: dict[str, bytes] = {}
         self._hash_key = derive_key(key, "pii-hash") if key else os.urandom(32)
@@ -127,7 +146,7 @@ class PiiMasker:
         return token
 
     def _replace(self, text: str) -> tuple[str, list[PiiMatch], list[tuple[int, int, int]]]:
-        matches = detect_pii(text, self.cfg.kinds)
+        matches = detect_pii(text, self.cfg.kinds, self.custom)
         parts, edits, pos = [], [], 0
         for m in matches:
             new = self.replacement(m)
@@ -171,6 +190,16 @@ class PiiMasker:
                 for k, v in meta.items()
             }
         return out
+
+
+def resolve_pii_paths(cfg: PiiConfig, base_dir: Path) -> PiiConfig:
+    """`cfg` with the custom kinds' dictionary files made absolute from `base_dir` (the YAML's
+    folder), so a masker built anywhere (a Ray worker, the server) reads the same files."""
+    custom = [
+        c.model_copy(update={"dictionary": str(base_dir / c.dictionary)}) if c.dictionary else c
+        for c in cfg.custom
+    ]
+    return cfg.model_copy(update={"custom": custom})
 
 
 def _moved(pos: int, edits: list[tuple[int, int, int]], end: bool) -> int:

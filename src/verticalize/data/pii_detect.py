@@ -16,6 +16,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from verticalize.config import PII_KINDS
+from verticalize.data.pii_address import find_cn_addresses
+from verticalize.data.pii_ids import (
+    find_hk_ids,
+    find_idn_emails,
+    find_ipv6,
+    find_mo_ids,
+    find_plates,
+    find_ssns,
+    find_tw_ids,
+    find_usccs,
+)
 from verticalize.data.pii_names import find_cn_names, find_en_names
 from verticalize.errors import ConfigError
 
@@ -135,19 +146,42 @@ def _plain(pattern: re.Pattern) -> Callable[[str], Iterator[Span]]:
     return lambda view: (m.span() for m in pattern.finditer(view))
 
 
+_VERSION_BEFORE = re.compile(r"(?i:version|ver\.?|v|版本|版本号)\s*[:：]?\s*$")
+
+
+def _ipv4s(view: str) -> Iterator[Span]:
+    for m in _IPV4.finditer(view):
+        if not _VERSION_BEFORE.search(view, max(m.start() - 12, 0), m.start()):  # v2.0.1.4
+            yield m.span()
+
+
 def _passports(view: str) -> Iterator[Span]:
     yield from _plain(_PASSPORT)(view)
     yield from (m.span(1) for m in _PASSPORT_CTX.finditer(view))
 
 
-DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {
-    "email": _plain(_EMAIL),
+def _emails(view: str) -> Iterator[Span]:
+    yield from _plain(_EMAIL)(view)
+    yield from find_idn_emails(view)
+
+
+Detector = Callable[[str], Iterator[Span]]
+DETECTORS: dict[str, Detector] = {
+    "email": _emails,
     "id_card": _id_cards,
+    "uscc": find_usccs,
     "bank_card": _bank_cards,
+    "hk_id": find_hk_ids,
+    "tw_id": find_tw_ids,
+    "mo_id": find_mo_ids,
     "passport": _passports,
+    "ssn": find_ssns,
     "mobile": _plain(_MOBILE),
     "landline": _plain(_LANDLINE),
-    "ipv4": _plain(_IPV4),
+    "ipv6": find_ipv6,
+    "ipv4": _ipv4s,
+    "plate": find_plates,
+    "cn_address": find_cn_addresses,
     "cn_name": find_cn_names,
     "en_name": find_en_names,
 }
@@ -156,16 +190,20 @@ _RANK = {kind: i for i, kind in enumerate(DETECTORS)}
 assert set(DETECTORS) == set(PII_KINDS)
 
 
-def detect_pii(text: str, kinds: Iterable[str] = PII_KINDS) -> list[PiiMatch]:
-    """Non-overlapping PII matches of the given kinds, sorted by start, offsets into `text`."""
+def detect_pii(
+    text: str, kinds: Iterable[str] = PII_KINDS, custom: dict[str, Detector] | None = None
+) -> list[PiiMatch]:
+    """Non-overlapping PII matches of the given kinds and of the `custom` detectors
+    (data.pii_custom), sorted by start, offsets into `text`."""
     kinds = list(kinds)
     if unknown := sorted(set(kinds) - set(DETECTORS)):
         raise ConfigError(
             f"data.pii.kinds: unknown kind(s) {unknown}. Fix: use some of {list(PII_KINDS)}"
         )
     view = normalized_view(text)
-    found = [(s, e, k) for k in kinds for s, e in DETECTORS[k](view) if e > s]
-    found.sort(key=lambda c: (-(c[1] - c[0]), _RANK[c[2]], c[0]))
+    detectors = [(k, DETECTORS[k]) for k in kinds] + list((custom or {}).items())
+    found = [(s, e, k) for k, find in detectors for s, e in find(view) if e > s]
+    found.sort(key=lambda c: (-(c[1] - c[0]), _RANK.get(c[2], len(_RANK)), c[0]))
     taken, used = [], bytearray(len(text))
     for s, e, k in found:
         if not any(used[s:e]):

@@ -38,7 +38,7 @@ _NOT_GIVEN = frozenset(
     "陪签电联投咨询预约挂办接送拿取交缴退换买购订回走离现刚将仍通告嘱"
 )
 # a name before a title starts at one of these (or at a non-CJK character)
-_LEFT_BOUNDARY = frozenset("的了是在和与跟给找问请向位叫谢见被让对把说称系由经及或同像为者人属")
+_LEFT_BOUNDARY = frozenset("的了是在和与跟给找问请向位叫谢见被让对把说称系由经及或同像为者人属天")
 # words that start with a surname character and often follow 医生/护士 (医生查房, 护士解释)
 _COMMON_WORDS = frozenset(
     "查房 查看 查体 解释 解答 安排 安慰 安抚 计划 管理 应该 应用 宣布 常规 方便 方案 于是 "
@@ -54,6 +54,11 @@ _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 def _is_given(ch: str) -> bool:
     return bool(_CJK.fullmatch(ch)) and ch not in _NOT_GIVEN
+
+
+def _is_given_before_title(ch: str) -> bool:
+    # 刚 ends a name in running text (患者李华刚出院) but not right before a title (王刚医生)
+    return ch == "刚" or _is_given(ch)
 
 
 def _surname_len(text: str, i: int) -> int:
@@ -78,7 +83,7 @@ def _name_before_title(text: str, t: int) -> int:
     for start in range(max(t - 4, 0), t):
         n = _surname_len(text, start)
         given = text[start + n : t]
-        if not n or len(given) > 2 or not all(_is_given(c) for c in given):
+        if not n or len(given) > 2 or not all(_is_given_before_title(c) for c in given):
             continue
         left = text[start - 1] if start else ""
         if not left or not _CJK.fullmatch(left) or left in _LEFT_BOUNDARY:

@@ -1,12 +1,14 @@
 """Stream rows out of a source, one at a time and each with its 1-based line number (D1).
 
-Files are decoded with `surrogateescape`, so bytes that are not valid in the declared
-encoding survive as lone surrogates: such a row is reported (with a guess at the real
-encoding) instead of silently carrying U+FFFD replacement characters into training data.
+Each file's codec comes from data.encodings (a BOM, the declared `encoding:`, or detection).
+Files are decoded with `surrogateescape`, so bytes that are not valid in that codec survive
+as lone surrogates: such a row is reported (with a guess at the real encoding) instead of
+silently carrying U+FFFD replacement characters into training data.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from verticalize.config import Source
+from verticalize.data.encodings import AUTO, HEAD_BYTES, Encoding, choose_encoding
 from verticalize.data.exports import doccano_fields, labelstudio_fields
 from verticalize.data.tags import detect_scheme, read_tags
 from verticalize.errors import DataError
@@ -39,13 +42,28 @@ class Row:
 
 
 @contextmanager
-def open_text(res: ResolvedSource, encoding: str) -> Iterator[IO[str]]:
+def open_text(
+    res: ResolvedSource, declared: str, seen: list[Encoding] | None = None
+) -> Iterator[tuple[IO[str], str]]:
+    """(text stream, codec) for the file: its BOM, the declared encoding or the detected one
+    (appended to `seen`); a BOM never reaches the text."""
+    with _open_binary(res) as raw:
+        enc = choose_encoding(raw.read(HEAD_BYTES), declared, res.display)
+    if seen is not None:
+        seen.append(enc)
+    with _open_binary(res) as raw:
+        text = io.TextIOWrapper(raw, encoding=enc.codec, errors="surrogateescape", newline="")
+        yield text, enc.name
+
+
+@contextmanager
+def _open_binary(res: ResolvedSource) -> Iterator[IO[bytes]]:
     if res.member:
         with zipfile.ZipFile(res.file) as zf, zf.open(res.member) as raw:
-            yield io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+            yield raw
     else:
-        with open(res.file, encoding=encoding, errors="surrogateescape", newline="") as fh:
-            yield fh
+        with open(res.file, "rb") as raw:
+            yield raw
 
 
 def encoding_error(text: str, encoding: str) -> str | None:
@@ -53,7 +71,7 @@ def encoding_error(text: str, encoding: str) -> str | None:
     m = _UNDECODABLE.search(text)
     if not m:
         return None
-    raw = text.encode(encoding, "surrogateescape")
+    raw = text.encode(encoding, "surrogateescape").removeprefix(codecs.BOM_UTF8)
     guess = next((g for g in _GUESSES if _decodes(raw, g)), None)
     hint = f"; they decode as {guess}: set encoding: {guess} on this source" if guess else ""
     return f"bad_encoding: bytes at column {m.start() + 1} are not valid {encoding}{hint}"
@@ -67,8 +85,12 @@ def _decodes(raw: bytes, encoding: str) -> bool:
     return True
 
 
-def read_rows(res: ResolvedSource, src: Source) -> Iterator[Row]:
-    """Every row of the source in file order; unreadable rows carry an error."""
+def read_rows(
+    res: ResolvedSource, src: Source, encodings: list[Encoding] | None = None
+) -> Iterator[Row]:
+    """Every row of the source in file order; unreadable rows carry an error. `encodings`
+    gets how each file was decoded (one entry per file read)."""
+    seen = encodings if encodings is not None else []
     reader = {
         "jsonl": _jsonl,
         "doccano": _jsonl,
@@ -81,19 +103,19 @@ def read_rows(res: ResolvedSource, src: Source) -> Iterator[Row]:
         "conll": _conll,
         "sqlite": _sqlite,
     }[res.format]
-    for row in reader(res, src):
+    for row in reader(res, src, seen):
         if row.fields is not None and res.format == "doccano":
             fields, error = doccano_fields(row.fields, src)
             row = Row(row.line, fields, error)
         yield row
 
 
-def _jsonl(res: ResolvedSource, src: Source) -> Iterator[Row]:
-    with open_text(res, src.encoding) as fh:
+def _jsonl(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
+    with open_text(res, src.encoding, seen) as (fh, encoding):
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            yield _json_row(n, line, src.encoding)
+            yield _json_row(n, line, encoding)
 
 
 def _json_row(n: int, text: str, encoding: str) -> Row:
@@ -111,8 +133,8 @@ def _json_row(n: int, text: str, encoding: str) -> Row:
     return Row(n, obj)
 
 
-def _csv(res: ResolvedSource, src: Source) -> Iterator[Row]:
-    with open_text(res, src.encoding) as fh:
+def _csv(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
+    with open_text(res, src.encoding, seen) as (fh, encoding):
         reader = csv.reader(fh, delimiter="\t" if res.format == "tsv" else ",")
         try:
             header = next(reader)
@@ -131,7 +153,7 @@ def _csv(res: ResolvedSource, src: Source) -> Iterator[Row]:
             line, start = start, reader.line_num + 1
             if not any(v.strip() for v in values):
                 continue
-            bad = encoding_error("\t".join(values), src.encoding)
+            bad = encoding_error("\t".join(values), encoding)
             if bad:
                 yield Row(line, None, bad)
             elif len(values) != len(header):
@@ -140,17 +162,17 @@ def _csv(res: ResolvedSource, src: Source) -> Iterator[Row]:
                 yield Row(line, dict(zip(header, values, strict=True)))
 
 
-def _lines(res: ResolvedSource, src: Source) -> Iterator[Row]:
-    with open_text(res, src.encoding) as fh:
+def _lines(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
+    with open_text(res, src.encoding, seen) as (fh, encoding):
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             line = line.rstrip("\r\n")
-            bad = encoding_error(line, src.encoding)
+            bad = encoding_error(line, encoding)
             yield Row(n, None, bad) if bad else Row(n, {"text": line})
 
 
-def _parquet(res: ResolvedSource, src: Source) -> Iterator[Row]:
+def _parquet(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     try:
@@ -165,22 +187,31 @@ def _parquet(res: ResolvedSource, src: Source) -> Iterator[Row]:
         yield Row(0, None, f"bad_parquet: {type(e).__name__}: {e}")
 
 
-def _txt_folder(res: ResolvedSource, src: Source) -> Iterator[Row]:
+def _txt_folder(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
     """One record per .txt file; `file` and `folder` (the parent folder's name) are fields, so a
     folder-per-class layout can use `label: folder`."""
     for path in sorted(res.file.rglob("*.txt")):
         rel = path.relative_to(res.file)
-        text = path.read_bytes().decode(src.encoding, "surrogateescape")
-        bad = encoding_error(text, src.encoding)
+        where = f"{res.file.name}/{rel}"
+        raw = path.read_bytes()
+        try:
+            enc = choose_encoding(raw[:HEAD_BYTES], src.encoding, where)
+        except DataError as e:  # one unreadable file is one bad record, not a failed run
+            yield Row(1, None, f"bad_encoding: {e}", source=where)
+            continue
+        seen.append(enc)
+        text = raw.decode(enc.codec, "surrogateescape")
+        bad = encoding_error(text, enc.name)
         fields = {"text": text, "file": str(rel), "folder": path.parent.name}
-        yield Row(1, None if bad else fields, bad, source=f"{res.file.name}/{rel}")
+        yield Row(1, None if bad else fields, bad, source=where)
 
 
-def _sqlite(res: ResolvedSource, src: Source) -> Iterator[Row]:
+def _sqlite(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
     """One record per row of the source's table or query (opened read-only), fields by column
     name, `line` the 1-based row number. The cursor is iterated: rows are never all in memory.
     BLOB columns are decoded with the source's encoding."""
     statement = sqlite_statement(src.table, src.query)
+    codec = "utf-8-sig" if src.encoding.lower() == AUTO else src.encoding  # per value: no sniffing
     try:
         with closing(open_sqlite(res.file)) as conn:
             cursor = conn.execute(statement)
@@ -190,8 +221,8 @@ def _sqlite(res: ResolvedSource, src: Source) -> Iterator[Row]:
                 bad = None
                 for key, value in fields.items():
                     if isinstance(value, bytes):
-                        fields[key] = value.decode(src.encoding, "surrogateescape")
-                        bad = bad or encoding_error(fields[key], src.encoding)
+                        fields[key] = value.decode(codec, "surrogateescape")
+                        bad = bad or encoding_error(fields[key], codec)
                 yield Row(n, None, bad) if bad else Row(n, fields)
     except sqlite3.Error as e:
         raise DataError(
@@ -205,32 +236,30 @@ _CONLL_SPLIT = re.compile(r"[ \t]+")
 SCHEME_PREFIXES = {"bio": "BI", "iob1": "BI", "bioes": "BIES", "bmes": "BMES"}
 
 
-def _conll(res: ResolvedSource, src: Source) -> Iterator[Row]:
+def _conll(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
     """One record per sentence of a CoNLL file (a token and its tag a line, the tag in the last
     column, whitespace-only lines between sentences, -DOCSTART- lines skipped): the tokens
     joined into `text` (without spaces when every token is one character, as in character-level
     Chinese corpora), the tags read leniently into character `spans`. A sentence with a bad line
     is one bad row, at the line number of its first bad line."""
     lines: list[tuple[int, str, list[str]]] = []  # the current sentence: (line, text, columns)
-    with open_text(res, src.encoding) as fh:
+    with open_text(res, src.encoding, seen) as (fh, encoding):
         for n, line in enumerate(fh, start=1):
-            if n == 1:
-                line = line.removeprefix("\ufeff")
             cols = _CONLL_SPLIT.split(line.strip(" \t\r\n")) if line.strip() else []
             if cols and cols[0] != "-DOCSTART-":
                 lines.append((n, line, cols))
             elif lines:
-                yield _conll_sentence(lines, src)
+                yield _conll_sentence(lines, src, encoding)
                 lines = []
     if lines:
-        yield _conll_sentence(lines, src)
+        yield _conll_sentence(lines, src, encoding)
 
 
-def _conll_sentence(lines: list[tuple[int, str, list[str]]], src: Source) -> Row:
+def _conll_sentence(lines: list[tuple[int, str, list[str]]], src: Source, encoding: str) -> Row:
     allowed = SCHEME_PREFIXES.get(src.tag_scheme)
     tags = [cols[-1] for _, _, cols in lines if len(cols) > 1 and _CONLL_TAG.fullmatch(cols[-1])]
     for n, line, cols in lines:
-        bad = encoding_error(line, src.encoding)
+        bad = encoding_error(line, encoding)
         if bad:
             return Row(n, None, bad)
         if len(cols) < 2:
@@ -268,8 +297,8 @@ def _conll_sentence(lines: list[tuple[int, str, list[str]]], src: Source) -> Row
     return Row(lines[0][0], {"text": sep.join(tokens), "spans": spans, "n_tokens": len(tokens)})
 
 
-def _labelstudio(res: ResolvedSource, src: Source) -> Iterator[Row]:
-    with open_text(res, src.encoding) as fh:
+def _labelstudio(res: ResolvedSource, src: Source, seen: list[Encoding]) -> Iterator[Row]:
+    with open_text(res, src.encoding, seen) as (fh, encoding):
         for line, obj, error in iter_json_array(fh):
             if error:
                 yield Row(line, None, error)

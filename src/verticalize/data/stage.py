@@ -22,19 +22,33 @@ from verticalize.data.engine import map_records
 from verticalize.data.ingest import bad_record_error, iter_sources
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
+from verticalize.data.pii import resolve_pii_paths
+from verticalize.data.pii_custom import custom_detectors
 from verticalize.data.process import STEPS, RecordProcessor
 from verticalize.data.report import DataStats, write_data_report
 from verticalize.data.sources import file_digest
 from verticalize.data.split import SPLITS, assign_splits
 from verticalize.errors import DataError
 from verticalize.plugins import get_task
-from verticalize.runfolder import RunFolder, StageResult, fingerprint, write_json_atomic
+from verticalize.runfolder import (
+    RunFolder,
+    StageResult,
+    file_sha256,
+    fingerprint,
+    write_json_atomic,
+)
 from verticalize.source_paths import resolve
 
 
 def data_fingerprint(cfg: Config) -> str:
     base = cfg.source_file.parent
     digests = [file_digest(resolve(s.path, s.format, base)) for s in cfg.data.sources]
+    if cfg.data.pii.enabled:  # an edited dictionary of a custom PII kind means a re-run
+        digests += [
+            file_sha256(base / c.dictionary) if (base / c.dictionary).is_file() else None
+            for c in cfg.data.pii.custom
+            if c.dictionary
+        ]
     reads = get_task(cfg.task).data_sections(cfg)  # e.g. how the task parses its labels
     return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests, *reads)
 
@@ -56,8 +70,10 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
 
 def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, started: float):
-    d = cfg.data
     base = cfg.source_file.parent
+    d = cfg.data.model_copy(update={"pii": resolve_pii_paths(cfg.data.pii, base)})
+    if d.pii.enabled:
+        custom_detectors(d.pii.custom)  # a missing dictionary stops here, not in a worker
     key = run_key(cfg, folder.root)
     processor = RecordProcessor(
         d,
