@@ -148,7 +148,6 @@ class OnnxClassifier:
     right-padded per batch."""
 
     def __init__(self, folder: Path, quantized: bool = True, threads: int | None = None):
-        import onnxruntime as ort
         from transformers import AutoTokenizer
 
         folder = Path(folder)
@@ -167,11 +166,20 @@ class OnnxClassifier:
         self.max_length = min(x for x in limits if x) if any(limits) else 512
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else config.get("pad_token_id") or 0
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1  # one graph, run sequentially: no second pool
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.path = path
+        self.use_threads(threads or default_threads())
+
+    def use_threads(self, n: int) -> None:
+        """(Re)open the session with `n` intra-op threads (the service sets serve.threads)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = n
+        options.inter_op_num_threads = 1  # one graph, run sequentially: no second pool
+        self.threads = n
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities for every text, batched by length (shortest first)."""

@@ -139,7 +139,13 @@ def _add_operations(app: FastAPI) -> None:
     async def readyz(request: Request) -> JSONResponse:
         state = state_of(request)
         models = [
-            {"version": s.version, "task": s.engine.task, "role": s.role, "queue": s.batcher.depth}
+            {
+                "version": s.version,
+                "task": s.engine.task,
+                "role": s.role,
+                "runtime": s.engine.runtime,
+                "queue": s.batcher.depth,
+            }
             for s in state.router.slots()
         ]
         status = 200 if state.ready else 503

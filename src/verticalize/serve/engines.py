@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from pathlib import Path
@@ -28,6 +29,8 @@ INFO_FILE = "verticalize.json"  # written by export (H1): version, metrics, labe
 # a batch is run as length-sorted chunks of this many texts: on CPU, larger chunks gain
 # little per text and pad short texts to the longest one (bench/serve.py)
 CHUNK = 32
+# torch's length buckets: ~1.5x wide, so a batch pads to at most ~1.5x its shortest text
+TORCH_BUCKETS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384)
 
 
 def model_info(folder: Path) -> dict:
@@ -74,6 +77,8 @@ class Engine(ABC):
 
     task = ""
     kinds: tuple[str, ...] = ()  # the kinds of work it does; the routes check this
+    runtime = "torch"  # or "onnx": load_engine sets what it chose
+    threads = 0  # intra-op threads (use_threads); 0 = torch's default
 
     def __init__(self, folder: Path, version: str | None = None):
         self.folder = folder
@@ -150,6 +155,23 @@ class Engine(ABC):
         if kind in ("classify", "ner"):
             self.run_batch((kind,), ["warm up"])
 
+    def length_buckets(self) -> list[int]:
+        """The batcher's default token-length bucket edges for this engine's runtime: ONNX
+        Runtime gains nothing from a larger pass and loses to padding (bench/serve.py: one
+        bucket per token count gave ~1.6x the requests/s of 1.5x-wide buckets at 32 clients),
+        so one bucket per token count; torch pays ~64 tokens' worth per pass, so wider ones."""
+        if self.runtime == "onnx":
+            return list(range(1, self.max_tokens + 1))
+        return list(TORCH_BUCKETS)
+
+    def use_threads(self, n: int) -> None:
+        """Run inference on `n` intra-op threads: torch's, and an ONNX Runtime session's."""
+        torch.set_num_threads(n)
+        self.threads = n
+        session = getattr(self, "onnx", None)
+        if session is not None and hasattr(session, "use_threads"):
+            session.use_threads(n)
+
     def close(self) -> None:
         """Drop the model's memory (the batcher has drained)."""
         for name in ("model", "classifier", "tagger", "onnx", "_encoder"):
@@ -157,19 +179,58 @@ class Engine(ABC):
                 setattr(self, name, None)
 
 
+def onnx_published(folder: Path) -> bool:
+    """Whether `folder` is an export whose INT8 ONNX model passed the export gate: its
+    verticalize.json names onnx_int8, says published, and the file is there."""
+    info = model_info(folder)
+    int8 = info.get("onnx_int8")
+    return bool(int8 and info.get("published") is True and (folder / str(int8)).is_file())
+
+
+def choose_runtime(folder: Path, task: str, requested: str = "auto") -> str:
+    """The runtime to serve `folder` with: `requested`, or for "auto" onnx when the task has
+    an ONNX engine and the export published an INT8 model (`onnx_published`), else torch."""
+    if requested != "auto":
+        return requested
+    supported = get_task(task).supports("onnx_runtime")
+    return "onnx" if supported and onnx_published(folder) else "torch"
+
+
+def serve_threads(requested: int = 0) -> int:
+    """Intra-op threads for inference: `requested`, else every core up to 8, less one on 2
+    to 4 cores, where the event loop (HTTP, JSON, tokenizing) needs a core of its own: on 2
+    cores one thread gave ~1.8x the requests/s of two (ONNX INT8, 32 clients, bench/serve.py;
+    torch: no worse)."""
+    if requested:
+        return requested
+    cores = os.cpu_count() or 1
+    return max(1, min(cores - 1 if 2 <= cores <= 4 else cores, 8))
+
+
 def load_engine(
-    folder: Path, task: str, runtime: str = "torch", version: str | None = None
+    folder: Path,
+    task: str,
+    runtime: str = "torch",
+    version: str | None = None,
+    threads: int = 0,
 ) -> Engine:
     """The engine for a model folder of `task` (from verticalize.predict.model_task): the task
-    plugin's own."""
+    plugin's own, on `runtime` (auto: see `choose_runtime`) with `threads` intra-op threads
+    (0: `serve_threads`)."""
     plugin = get_task(task)
     if plugin.engine is None:
         raise ServeError(
             f"{folder}: task {task!r} has no serving engine. Fix: serve another model."
         )
+    runtime = choose_runtime(folder, task, runtime)
     if runtime == "onnx" and not plugin.supports("onnx_runtime"):
         raise ServeError(
             f"{folder}: serve.runtime onnx covers classification models; this one is {task}. "
-            "Fix: set serve.runtime: torch."
+            "Fix: set serve.runtime: torch (or auto)."
         )
-    return plugin.engine(folder, runtime, version)
+    n = serve_threads(threads)
+    torch.set_num_threads(n)  # before loading: the engine's sessions take it from here
+    engine = plugin.engine(folder, runtime, version)
+    engine.runtime = runtime
+    engine.use_threads(n)
+    return engine

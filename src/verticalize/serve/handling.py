@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,10 +113,13 @@ def routes_for(kinds: tuple[str, ...]) -> list[str]:
     return [route for kind in kinds for route in ROUTES.get(kind, [])]
 
 
-def submit(slot: ModelSlot, state: ServeState, key: Hashable, items: list) -> asyncio.Future:
-    """Queue `items` in the slot's batcher; 503 + Retry-After when its queue is full."""
+def submit(
+    slot: ModelSlot, state: ServeState, key: Hashable, items: list, tokens: Sequence[int] = ()
+) -> asyncio.Future:
+    """Queue `items` (with their token counts, for the batcher's length buckets) in the
+    slot's batcher; 503 + Retry-After when its queue is full."""
     try:
-        return slot.batcher.submit(key, items)
+        return slot.batcher.submit(key, items, tokens)
     except QueueFull as e:
         state.metrics.count_rejected("queue_full")
         raise ApiError(
@@ -135,9 +138,12 @@ def submit(slot: ModelSlot, state: ServeState, key: Hashable, items: list) -> as
         ) from None
 
 
-async def run_on(slot: ModelSlot, state: ServeState, key: Hashable, items: list) -> list:
-    """The results of `items`, computed in some batch of the slot's model."""
-    return await submit(slot, state, key, items)
+async def run_on(
+    slot: ModelSlot, state: ServeState, key: Hashable, items: list, tokens: Sequence[int] = ()
+) -> list:
+    """The results of `items` (`tokens`: their token counts), computed in some batch of the
+    slot's model."""
+    return await submit(slot, state, key, items, tokens)
 
 
 def check_texts(

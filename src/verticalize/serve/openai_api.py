@@ -92,7 +92,7 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:
                 "dimensions",
             )
         counts = check_texts(texts, slot, state)
-        vectors = await run_on(slot, state, ("embed",), texts)
+        vectors = await run_on(slot, state, ("embed",), texts, counts)
     finally:
         slot.release()
     data = [

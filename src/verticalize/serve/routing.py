@@ -10,10 +10,13 @@ or running is dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
 from collections.abc import Callable
+
+import torch
 
 from verticalize.config import ServeConfig
 from verticalize.serve.batching import DynamicBatcher
@@ -40,6 +43,16 @@ class ModelSlot:
             on_batch=self._observe_batch,
             on_depth=self._observe_depth,
             name=engine.version,
+            max_batch_tokens=settings.max_batch_tokens,
+            length_buckets=(
+                engine.length_buckets()
+                if settings.length_buckets is None
+                else settings.length_buckets
+            ),
+            # the worker thread runs on the engine's intra-op thread count
+            initializer=(
+                functools.partial(torch.set_num_threads, engine.threads) if engine.threads else None
+            ),
         )
         self.in_flight = 0
         self._idle: asyncio.Event | None = None
@@ -214,7 +227,11 @@ def make_loader(settings: ServeConfig, metrics=None) -> Loader:
 
     def load(resolved: Resolved, role: str) -> ModelSlot:
         engine = load_engine(
-            resolved.folder, resolved.task, settings.runtime, resolved.registry_version
+            resolved.folder,
+            resolved.task,
+            settings.runtime,
+            resolved.registry_version,
+            settings.threads,
         )
         engine.warm_up()  # a hot-reloaded version answers its first request at full speed
         return ModelSlot(engine, resolved, role, settings, metrics)

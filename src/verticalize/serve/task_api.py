@@ -43,7 +43,7 @@ async def _texts_route(req: TextsRequest, request: Request, kind: str, route: st
     slot = pick_slot(request, kind, req.model)
     try:
         counts = check_texts(texts, slot, state)
-        results = await run_on(slot, state, (kind,), texts)
+        results = await run_on(slot, state, (kind,), texts, counts)
     finally:
         slot.release()
     remember(request, route, slot, texts, results, request.state.started)
