@@ -1,13 +1,18 @@
 """Supervised fine-tuning throughput of SmolLM2-135M-Instruct on real drug-review
-conversations (SPEC T6): effective (non-pad) tokens/s of our loop with packing vs the plain
-Hugging Face `Trainer` on batches padded to max_length, and peak RSS of LoRA vs full tuning.
+conversations (SPEC T6): effective (non-pad) tokens/s of our loop vs the plain Hugging Face
+`Trainer` on batches padded to max_length, and peak RSS of LoRA vs full tuning.
 
-Both trainings start from the same weights, see the same conversations once, with the same
-learning rate, and take about the same number of optimizer steps (the baseline batch holds
-as many conversations as one optimizer step of our packed rows). The final loss of each is measured on the
-same held-out conversations. Peak RSS is measured in a fresh subprocess per method, so one
-does not inherit the other's high-water mark, with gradient checkpointing on for both (so
-the difference is what LoRA saves: gradients and AdamW states of the base weights).
+Both trainings start from the same weights and take the same optimizer steps over the same
+conversations in the same order: the training conversations are shuffled once (seeded) and
+cut into groups of `batch` conversations, one group an optimizer step. The Trainer gets them
+in that order (`train_sampling_strategy="sequential"`, batch `batch`), padded to max_length;
+our loop gets each group packed into rows of `block_size` tokens, with the loss computed
+from the hidden states at the supervised positions only (no full-vocabulary logits). Same
+learning rate, constant schedule, clipping and fused AdamW, and both normalise a step's loss
+by its supervised tokens, so the held-out losses (the same held-out conversations) compare.
+Peak RSS is measured in a fresh subprocess per method, so one does not inherit the other's
+high-water mark, with gradient checkpointing on for both (so the difference is what LoRA
+saves: gradients and AdamW states of the base weights).
 Last stdout line: one JSON object.
 """
 
@@ -22,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from statistics import mean
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -47,6 +54,7 @@ from verticalize.tasks.generation.lm import (  # noqa: E402
     Encoded,
     encode_conversation,
     generation_recipe,
+    make_lm_collate,
     negative_log_likelihood,
     pack,
     packed_row,
@@ -130,22 +138,38 @@ def train_config(lr: float, checkpointing: bool = False, rows: int = 1) -> Train
     )
 
 
+def step_groups(n: int, batch: int) -> list[list[int]]:
+    """The shared schedule: a seeded shuffle of the training conversations, `batch` a step."""
+    g = torch.Generator().manual_seed(SEED)
+    order = torch.randperm(n, generator=g).tolist()
+    return [order[i : i + batch] for i in range(0, n, batch)]
+
+
 def train_ours(
-    seqs: list[Encoded], held: list[Encoded], block_size: int, rows_per_step: int
+    seqs: list[Encoded], held: list[Encoded], groups: list[list[int]], block_size: int
 ) -> dict:
-    """Our loop, full fine-tuning, `rows_per_step` packed rows of `block_size` tokens a step."""
+    """Our loop, full fine-tuning: one item a step, its conversations packed into rows."""
     model, tok = fresh_model()
-    rows = [packed_row(b) for b in pack(seqs, block_size)]
     start_loss = held_out_loss(model, held, tok.pad_token_id)
+    collate_rows = make_lm_collate(tok.pad_token_id)
+    # an item is one step's group: as one long row for the loop's token and weight counts
+    items = [{**packed_row([seqs[i] for i in g]), "group": g} for g in groups]
+    rows_per_step = [len(pack([seqs[i] for i in g], block_size)) for g in groups]
+
+    def collate(batch: list[dict]) -> dict:
+        return collate_rows(
+            [packed_row(b) for b in pack([seqs[i] for i in batch[0]["group"]], block_size)]
+        )
+
+    recipe = replace(
+        generation_recipe([], [], tok.pad_token_id, "ours"),  # held-out loss: afterwards
+        items=items,
+        collate=collate,
+        order=lambda epoch: list(range(len(items))),  # the shared order
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        outcome = train_model(
-            train_config(LR, rows=rows_per_step),
-            SEED,
-            model,
-            generation_recipe(rows, [], tok.pad_token_id, "ours"),  # held-out loss: afterwards
-            Path(tmp),
-        )
+        outcome = train_model(train_config(LR, rows=1), SEED, model, recipe, Path(tmp))
         seconds = time.perf_counter() - start
         steps = [
             r
@@ -157,25 +181,26 @@ def train_ours(
     del model
     gc.collect()
     return {
-        "rows": len(rows),
+        "rows": sum(rows_per_step),
         "steps": outcome.steps,
         "seconds": seconds,
-        # each step's time is rows / examples_per_s (no eval, no checkpoint)
-        "step_seconds": sum(rows_per_step / r["examples_per_s"] for r in steps),
-        "train_loss_mean": sum(r["loss"] for r in steps) / len(steps),
+        # each step's time is 1 item / examples_per_s (no eval, no checkpoint)
+        "step_seconds": sum(1 / r["examples_per_s"] for r in steps),
+        "train_losses": [r["loss"] for r in steps],
         "start_loss": start_loss,
         "loss": loss,
     }
 
 
-def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) -> dict:
-    """The plain transformers Trainer: every sequence padded to max_length, full tuning."""
+def train_baseline(seqs: list[Encoded], held: list[Encoded], groups: list[list[int]]) -> dict:
+    """The plain transformers Trainer: the same groups in the same order, every sequence
+    padded to max_length, full tuning."""
     from transformers import Trainer, TrainingArguments, default_data_collator
 
     model, tok = fresh_model()
     pad = tok.pad_token_id
     dataset = []
-    for s in seqs:
+    for s in (seqs[i] for g in groups for i in g):
         k = MAX_LEN - len(s.input_ids)
         dataset.append(
             {
@@ -187,7 +212,7 @@ def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) ->
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
-            per_device_train_batch_size=batch_size,
+            per_device_train_batch_size=len(groups[0]),
             num_train_epochs=1,
             learning_rate=LR,
             lr_scheduler_type="constant",
@@ -201,6 +226,7 @@ def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) ->
             dataloader_drop_last=False,
             disable_tqdm=True,
             remove_unused_columns=False,
+            train_sampling_strategy="sequential",  # the groups' order, as our loop sees it
             seed=SEED,
         )
         trainer = Trainer(
@@ -216,7 +242,7 @@ def train_baseline(seqs: list[Encoded], held: list[Encoded], batch_size: int) ->
     result = {
         "steps": out.global_step,
         "seconds": seconds,
-        "train_loss_mean": out.training_loss,
+        "train_losses": losses,
         "loss": loss,
         "optim": str(args.optim),
     }
@@ -262,7 +288,9 @@ def main() -> None:
     p.add_argument("--train", type=int, default=192, help="training conversations")
     p.add_argument("--held", type=int, default=32, help="held-out conversations for the loss")
     p.add_argument("--block-size", type=int, default=512)
-    p.add_argument("--rows-per-step", type=int, default=2, help="packed rows per optimizer step")
+    p.add_argument(
+        "--rows-per-step", type=int, default=2, help="a step holds about this many packed rows"
+    )
     p.add_argument("--rss-child", choices=["full", "lora"], help=argparse.SUPPRESS)
     p.add_argument("--rss-steps", type=int, default=4, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -282,16 +310,17 @@ def main() -> None:
     tokens = sum(len(s.input_ids) for s in seqs)
     avg_len = tokens / len(seqs)
     batch_size = max(1, round(a.rows_per_step * a.block_size / avg_len))
+    groups = step_groups(len(seqs), batch_size)
     log(
         f"{len(seqs)} training conversations, {tokens} tokens (mean {avg_len:.1f}), "
-        f"{len(held)} held out; baseline batch {batch_size} × {MAX_LEN}"
+        f"{len(held)} held out; {len(groups)} steps of {batch_size} conversations"
     )
 
-    log("ours: our loop, packed rows")
-    ours = train_ours(seqs, held, a.block_size, a.rows_per_step)
+    log("ours: our loop, each step's conversations packed")
+    ours = train_ours(seqs, held, groups, a.block_size)
     log(f"ours: {ours['seconds']:.1f} s, held-out loss {ours['loss']:.4f}")
     log("baseline: transformers.Trainer, padded to max_length")
-    base = train_baseline(seqs, held, batch_size)
+    base = train_baseline(seqs, held, groups)
     log(f"baseline: {base['seconds']:.1f} s, held-out loss {base['loss']:.4f}")
 
     rss_block = 512
@@ -318,6 +347,7 @@ def main() -> None:
         "ours_packed_rows": ours["rows"],
         "ours_steps": ours["steps"],
         "ours_non_pad_share": round(tokens / (ours["rows"] * a.block_size), 4),
+        "same_order_and_steps": ours["steps"] == base["steps"] == len(groups),
         "baseline_padding": f"max_length ({MAX_LEN})",
         "baseline_batch_size": batch_size,
         "baseline_steps": base["steps"],
@@ -331,8 +361,16 @@ def main() -> None:
         "ratio": round(ours_rate / base_rate, 3),
         # without our loop's end-of-epoch checkpoint and best-weights restore
         "ratio_steps_only": round(base["seconds"] / ours["step_seconds"], 3),
-        "ours_train_loss_mean": round(ours["train_loss_mean"], 4),
-        "baseline_train_loss_mean": round(base["train_loss_mean"], 4),
+        "ours_train_loss_mean": round(mean(ours["train_losses"]), 4),
+        "baseline_train_loss_mean": round(mean(base["train_losses"]), 4),
+        # the same steps on the same batches: the training curves compare step by step
+        "train_loss_max_rel_diff": round(
+            max(
+                abs(o - b) / b
+                for o, b in zip(ours["train_losses"], base["train_losses"], strict=True)
+            ),
+            4,
+        ),
         "start_loss": round(ours["start_loss"], 4),
         "ours_loss": round(ours["loss"], 4),
         "baseline_loss": round(base["loss"], 4),

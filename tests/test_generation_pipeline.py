@@ -20,6 +20,7 @@ SMALL = (
     "generation.report_samples=3",
     "generation.max_new_tokens=8",
     "train.batch_size=1",
+    "train.grad_accum_steps=1",  # one packed row a step, as before the example accumulated 4
     "train.eval_batch_size=8",
 )
 

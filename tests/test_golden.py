@@ -102,6 +102,7 @@ TASKS = {
                 "generation.report_samples=3",
                 "generation.max_new_tokens=8",
                 "train.batch_size=1",
+                "train.grad_accum_steps=1",
                 "train.eval_batch_size=8",
             ),
             tuple(

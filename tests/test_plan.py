@@ -189,3 +189,35 @@ def test_memory_estimate_is_within_25_percent_of_a_real_runs_peak_rss(tmp_path):
     assert r.returncode == 0, r.stderr
     measured = json.loads((run_dir / "train" / "manifest.json").read_text())["peak_rss_bytes"]
     assert estimate == pytest.approx(measured, rel=0.25), (estimate, measured)
+
+
+def test_the_lm_estimate_counts_the_chunk_the_loss_uses():
+    from verticalize.models.memory import LM_LOSS_CHUNK
+    from verticalize.tasks.generation.chunked_loss import CHUNK
+
+    assert LM_LOSS_CHUNK == CHUNK
+
+
+@pytest.mark.slow
+def test_generation_estimate_is_within_25_percent_of_a_real_runs_peak_rss(tmp_path):
+    """The drug assistant, shortened (fewer records; the same 512-token packed rows, one a
+    micro-batch, LoRA): the plan's estimate against the train manifest's peak RSS."""
+    from conftest import ROOT
+
+    yaml = ROOT / "examples" / "drug-assistant" / "verticalize.yaml"
+    opts = shortened(
+        tmp_path / "run",
+        "data.sources.0.sample=16",
+        "data.sources.1.sample=40",
+        "generation.stages=[continued_pretraining]",
+    )
+    r = run_cli("plan", str(yaml), "--json", "--calibrate-steps", "0", *opts)
+    assert r.returncode == 0, r.stderr
+    estimate = json.loads(r.stdout)["peak_memory_bytes"]
+    r = run_cli("train", str(yaml), *opts)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "run" / "train" / "manifest.json").read_text())
+    assert estimate == pytest.approx(manifest["peak_rss_bytes"], rel=0.25), (
+        estimate,
+        manifest["peak_rss_bytes"],
+    )

@@ -3,7 +3,8 @@ run that will not fit.
 
 peak RSS = runtime + weights + fp32 gradients + AdamW states (2 × trainable)
            + ALLOCATOR_FACTOR × the blocks' working set of one micro-batch
-           + max(a causal LM's logits in a training step, an evaluation batch's transient)
+           + max(a causal LM's chunk of logits in a training step, an evaluation batch's
+                 transient)
 
 The working set is an analytic count per token per transformer block (h hidden, kv key/value
 width, i intermediate, a heads, s sequence length, r LoRA rank), checked against what
@@ -46,6 +47,7 @@ FIRST_STEP_BYTES = 250_000_000  # non-tensor memory the first step and evaluatio
 # kernel caches, lazily imported metric and logging libraries): measured on MiniLM runs
 ELEMENT_BYTES = {"fp32": 4.0, "bf16": 2.5, "fp16": 2.5}  # autocast keeps norms/softmax fp32
 PRECISIONS = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+LM_LOSS_CHUNK = 1024  # positions per chunk of a causal LM's loss: tasks.generation.chunked_loss
 
 
 @dataclass
@@ -75,22 +77,31 @@ def step_heap_bytes(model, batch: int, seq_len: int, elem: float) -> float:
     return batch * seq_len * activation_elements_per_token(model, seq_len, saved=False) * elem
 
 
+def lm_head_bytes(model, tokens: int) -> float:
+    """A causal LM's loss: the output layer is applied a chunk of positions at a time (see
+    tasks.generation.chunked_loss), so one chunk's fp32 logits live at once, and the output
+    layer's gradient when it trains."""
+    d = model_dims(model)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    trains = head is not None and any(p.requires_grad for p in head.parameters())
+    return min(tokens, LM_LOSS_CHUNK) * d.vocab * 4 + (d.vocab * d.hidden * 4 if trains else 0)
+
+
 def step_large_bytes(model, batch: int, seq_len: int, lm_logits: bool) -> float:
-    """Tensors too large for the heap (mmap'd, freed at once): a causal LM's logits, their
-    log-softmax and its gradient, all fp32."""
+    """Tensors too large for the heap (mmap'd, freed at once): a causal LM's chunk of logits."""
     if not lm_logits:
         return 0.0
-    return 3.0 * batch * seq_len * model_dims(model).vocab * 4
+    return lm_head_bytes(model, batch * seq_len)
 
 
 def eval_bytes(model, batch: int, seq_len: int, lm_logits: bool, elem: float) -> float:
     """The largest transient of a no-grad evaluation batch: attention probabilities and the
-    MLP of one block, or a causal LM's logits (evaluation batches hold about 2^28 / vocab
-    tokens, see tasks.generation.negative_log_likelihood)."""
+    MLP of one block, or for a causal LM (batches of about 2^28 / vocab tokens, see
+    tasks.generation.negative_log_likelihood) a chunk of logits and one block's MLP."""
     d = model_dims(model)
     if lm_logits:
         tokens = max(256, (256 << 20) // d.vocab)
-        return 2.0 * tokens * d.vocab * 4 + tokens * (4 * d.hidden + 3 * d.intermediate) * elem
+        return lm_head_bytes(model, tokens) + tokens * (4 * d.hidden + 3 * d.intermediate) * elem
     tokens = batch * seq_len
     return tokens * (4 * d.hidden + 2 * d.intermediate + 2 * d.heads * seq_len) * elem
 
@@ -106,6 +117,10 @@ def parameter_bytes(model: nn.Module) -> tuple[int, int]:
 def resident_bytes(model: nn.Module | None = None) -> int:
     """This process's resident memory, less the model's weights when it is loaded: the
     interpreter, torch, transformers, the tokenizer and the data already in memory."""
+    if model is not None:  # weights mapped from a safetensors file are resident once read
+        with torch.no_grad():
+            for p in model.parameters():
+                p.sum()
     rss = psutil.Process().memory_info().rss
     return max(rss - (parameter_bytes(model)[0] if model is not None else 0), 0)
 

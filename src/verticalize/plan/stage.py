@@ -3,8 +3,6 @@ wall time from a short calibration run, and a recommendation; writes <run>/plan/
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import math
 
 from verticalize.config import Config, FreezeConfig, ModelConfig
@@ -18,6 +16,7 @@ from verticalize.plan.recommend import recommend
 from verticalize.plan.workload import Workload, build_workload
 from verticalize.plugins import get_task
 from verticalize.runfolder import RunFolder, StageResult, write_json_atomic
+from verticalize.train.loop import release_freed_memory
 
 PRECISIONS = ("fp32", "bf16")
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
@@ -111,16 +110,6 @@ CONVENTIONS = {
     "est_seconds": "calibrated seconds per padded token × padded tokens × epochs, plus "
     "evaluation at a third of the training cost per token",
 }
-
-
-def release_freed_memory() -> None:
-    """Collect the copies and give their pages back to the OS (glibc keeps freed heap memory),
-    so the calibration's peak RSS is not inflated by them."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def method_config(cfg: Config, method: str, work: Workload) -> ModelConfig:

@@ -9,6 +9,8 @@ same batches as an uninterrupted one; RNG states travel in the checkpoint.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -104,6 +106,16 @@ def enable_activation_checkpointing(model) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and give freed heap pages back to the OS (glibc keeps them), so what
+    follows (an evaluation, a plan's calibration) does not stack its peak on top of them."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -273,6 +285,10 @@ def train_model(
                 )
                 last_of_epoch = step_idx == len(steps) - 1
                 if state["step"] % eval_every == 0 or last_of_epoch:
+                    # the step's activations are freed, but the allocator keeps their pages:
+                    # give them back, so evaluation's peak does not add to training's
+                    del batch, loss
+                    release_freed_memory()
                     evaluate_and_checkpoint(epoch)
                 if last_of_epoch:
                     state.update(epoch=epoch + 1, step_in_epoch=0)

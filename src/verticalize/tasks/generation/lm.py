@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from verticalize.errors import ModelError
+from verticalize.tasks.generation.chunked_loss import (
+    final_hidden_states,
+    linear_cross_entropy_sum,
+    output_layer,
+)
 
 IGNORE = -100  # label of a position that is not trained on
 
@@ -189,18 +194,22 @@ def lm_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def lm_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(mean next-token cross-entropy over the labelled positions, how many there are)."""
-    logits = lm_logits(model, batch)
+    """(mean next-token cross-entropy over the labelled positions, how many there are).
+    The output layer is applied only at the labelled positions, a chunk at a time (see
+    chunked_loss); a model whose logits cannot be had that way gets the full logits."""
     labels = batch["labels"]
-    # shift the labels, not the logits: no copy of the (tokens × vocabulary) logits
+    # shift the labels, not the states: position i predicts the label at i + 1
     target = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
-    n = int((target != IGNORE).sum())
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        target.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
+    keep = target != IGNORE
+    n = int(keep.sum())
+    head = output_layer(model)
+    if head is None:
+        logits = lm_logits(model, batch)
+        loss = F.cross_entropy(logits[keep].float(), target[keep], reduction="sum")
+        return loss / max(n, 1), n
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = final_hidden_states(model, head, inputs)
+    loss = linear_cross_entropy_sum(hidden[keep], head.weight, target[keep])
     return loss / max(n, 1), n
 
 
