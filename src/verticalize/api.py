@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from verticalize.config import Config, default_config_text, load_config
+from verticalize.console import console
 from verticalize.errors import ConfigError
 from verticalize.runfolder import RunFolder, StageResult
 
@@ -27,7 +29,17 @@ def init(directory: str | Path, name: str | None = None, force: bool = False) ->
 
 def _stage(module, config, run_dir, overrides, force) -> StageResult:
     cfg = load(config, overrides)
-    return module.run(cfg, RunFolder(cfg, run_dir), force=force)
+    tick = time.perf_counter()
+    result = module.run(cfg, RunFolder(cfg, run_dir), force=force)
+    return _timed(result, time.perf_counter() - tick)
+
+
+def _timed(result: StageResult, seconds: float) -> StageResult:
+    """Record and print a stage's wall time."""
+    result.seconds = round(seconds, 2)
+    state = "up to date, skipped in" if result.skipped else "done in"
+    console.print(f"[bold]{result.stage}[/bold]: {state} {seconds:.1f} s")
+    return result
 
 
 def data(config, run_dir=None, overrides=None, force: bool = False) -> StageResult:
@@ -128,12 +140,21 @@ def run(
     cfg = load(config, overrides)
     results = [data(cfg, run_dir, force=force)]
     if nproc > 1:
-        results.append(train(config, run_dir, overrides, force, nproc))
+        tick = time.perf_counter()
+        launched = train(config, run_dir, overrides, force, nproc)
+        results.append(_timed(launched, time.perf_counter() - tick))
     else:
         results.append(train(cfg, run_dir, force=force))
     results += [verb(cfg, run_dir, force=force) for verb in (evaluate, export)]
+    stages = {r.stage: r.seconds for r in results}
     if cfg.registry.enabled:
+        tick = time.perf_counter()
         results[-1].manifest["registry"] = register_and_promote(cfg, run_dir)
+        stages["registry"] = round(time.perf_counter() - tick, 2)
+        console.print(f"[bold]registry[/bold]: done in {stages['registry']:.1f} s")
+    from verticalize.evaluate.report import record_stage_times
+
+    record_stage_times(RunFolder(cfg, run_dir).stage_dir("eval") / "report.json", stages)
     from verticalize.train import tracking
 
     tracking.log_pipeline(cfg, RunFolder(cfg, run_dir), results[-1].manifest.get("registry"))

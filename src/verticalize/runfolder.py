@@ -29,6 +29,7 @@ class StageResult:
     skipped: bool
     manifest: dict = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float | None = None  # wall time of the stage's run(), skipped or not
 
 
 class RunFolder:

@@ -79,6 +79,18 @@ class CvConfig(Section):
     lr: float | None = Field(
         None, gt=0, description="Learning rate in the folds; default: train.lr."
     )
+    folds: int | None = Field(
+        None,
+        ge=2,
+        description="Run only the first n of the data's data.split.folds folds (each still "
+        "holds out one fold and trains on the others); default: all of them.",
+    )
+    patience: int | None = Field(
+        None,
+        ge=1,
+        description="Early stopping in each fold: evaluations on the fold's validation slice "
+        "without improvement before the fold stops; default: train.early_stopping.patience.",
+    )
 
 
 class EvalConfig(Section):

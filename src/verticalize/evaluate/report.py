@@ -41,3 +41,18 @@ def write_report(
     loss_chart = line_chart(series, "loss curves", "plot-loss")
     html_path.write_text((render or render_basic)(report, loss_chart), encoding="utf-8")
     return json_path, html_path
+
+
+def record_stage_times(report_json: Path, stages: dict[str, float | None]) -> None:
+    """Add the pipeline's wall seconds per stage (data … export, registry; None = skipped)
+    to report.json's `timing.stages`, with their sum as `timing.pipeline_s`; the stages
+    after eval end after the report is written, so `verticalize run` adds them here."""
+    import json
+
+    if not report_json.is_file():
+        return
+    report = json.loads(report_json.read_text("utf-8"))
+    timing = report.setdefault("timing", {})
+    timing["stages"] = stages
+    timing["pipeline_s"] = round(sum(v for v in stages.values() if v), 2)
+    write_json_atomic(report_json, report)

@@ -155,6 +155,8 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "train_s": train_m.get("train_seconds"),
         "eval_s": round(eval_s, 2),
         "inference_s": round(infer_s, 3),
+        # the task's own steps (baselines, cv, robustness, attacks …), wall seconds each
+        "eval_steps": report.pop("timing", {}),
     }
     timing["total_s"] = round(sum(v for v in (timing["data_s"], timing["train_s"], eval_s) if v), 2)
     report = {

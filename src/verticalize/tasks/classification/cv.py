@@ -4,6 +4,11 @@ The folds cover train + validation (the test split stays untouched) and were ass
 dedup group, so near-copies never straddle a fold boundary. Fold k is held out; the other
 folds are cut 90/10 into training and a validation slice that picks the best epoch, as the
 main run does. Folds run one after another, each with its own progress bar.
+
+Cheaper settings (eval.cv) keep the recipe but spend less: fewer epochs, fewer tokens, a
+fold that stops once its validation slice stops improving (`patience`), and only the first
+n of the k folds (`folds`: each still trains on the other k - 1 folds, so the training
+size is the k-fold one; only the number of estimates shrinks).
 """
 
 from __future__ import annotations
@@ -32,28 +37,29 @@ SCALARS = ("accuracy", "macro_f1", "weighted_f1", "micro_f1", "macro_precision",
 
 
 def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
-    """{"k", "epochs", "<metric>": {"mean", "std", "values"}, "per_class_f1": {…}, "seconds"}."""
-    k = cfg.data.split.folds
-    if not k:
-        raise ConfigError(
-            f"{cfg.source_file}: eval.cv.enabled needs folds. Fix: set data.split.folds (e.g. 5)."
-        )
-    records = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
-    epochs = cfg.eval.cv.epochs or cfg.train.epochs
+    """{"k", "folds_run", "epochs", "patience", "folds": [per-fold steps, stop, seconds],
+    "<metric>": {"mean", "std", "values"}, "per_class_f1": {…}, "seconds"}."""
+    k, run_folds = cv_folds(cfg)
     cv = cfg.eval.cv
+    records = read_split(cfg, folder.root, "train") + read_split(cfg, folder.root, "validation")
+    epochs = cv.epochs or cfg.train.epochs
+    stopping = cfg.train.early_stopping
+    if cv.patience:
+        stopping = stopping.model_copy(update={"patience": cv.patience})
     t = cfg.train.model_copy(
         update={
             "epochs": epochs,
             "tensorboard": False,
             "mlflow": False,
             "lr": cv.lr or cfg.train.lr,
+            "early_stopping": stopping,
         }
     )
     n = cv.max_length or cfg.model.max_length
     label2id = {lab: i for i, lab in enumerate(labels)}
     work = folder.stage_dir("eval") / "cv"
-    started, folds = time.perf_counter(), []
-    for fold in range(k):
+    started, folds, runs = time.perf_counter(), [], []
+    for fold in range(run_folds):
         held = [r for r in records if r.get("fold") == fold]
         rest = [r for r in records if r.get("fold") != fold]
         random.Random(f"{cfg.seed}:cv:{fold}").shuffle(rest)
@@ -73,21 +79,43 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
             t,
             cfg.seed + fold,
         )
-        recipe.label = f"cv fold {fold + 1}/{k}"
+        recipe.label = f"cv fold {fold + 1}/{run_folds}"
         tick = time.perf_counter()
-        model = train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}").model
+        outcome = train_model(t, cfg.seed + fold, model, recipe, work / f"fold-{fold}")
+        model = outcome.model
         if t.tune_thresholds:
             tune_head(t, n, model, tok, val, labels)
         _, preds = predict_records(model, tok, held, labels, n, t.eval_batch_size)
         m = classification_metrics([r["label"] for r in held], preds, labels)
         folds.append(m)
         shutil.rmtree(work / f"fold-{fold}", ignore_errors=True)  # checkpoints: GBs on disk
-        console.print(
-            f"eval: cv fold {fold + 1}/{k}: {len(train)} train, {len(held)} held out, "
-            f"macro_f1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} "
-            f"({time.perf_counter() - tick:.0f} s)"
+        seconds = time.perf_counter() - tick
+        runs.append(
+            {
+                "fold": fold,
+                "train": len(train),
+                "held_out": len(held),
+                "epochs_run": outcome.epochs_run,
+                "steps": outcome.steps,
+                "stopped_early": outcome.stopped_early,
+                "seconds": round(seconds, 1),
+            }
         )
-    out: dict = {"k": k, "epochs": epochs, "max_length": n, "lr": t.lr, "n": len(records)}
+        stop = f", stopped early after {outcome.steps} steps" if outcome.stopped_early else ""
+        console.print(
+            f"eval: cv fold {fold + 1}/{run_folds}: {len(train)} train, {len(held)} held out, "
+            f"macro_f1 {m['macro_f1']:.4f}, accuracy {m['accuracy']:.4f} ({seconds:.0f} s{stop})"
+        )
+    out: dict = {
+        "k": k,
+        "folds_run": run_folds,
+        "epochs": epochs,
+        "patience": t.early_stopping.patience,
+        "max_length": n,
+        "lr": t.lr,
+        "n": len(records),
+        "folds": runs,
+    }
     for name in SCALARS:
         out[name] = _mean_std([f[name] for f in folds])
     out["per_class_f1"] = {
@@ -95,6 +123,23 @@ def cross_validate(cfg: Config, folder: RunFolder, labels: list[str]) -> dict:
     }
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+def cv_folds(cfg: Config) -> tuple[int, int]:
+    """(the data's folds k, how many of them eval.cv runs); a clear error when they do not
+    fit, checked before the eval stage spends any time."""
+    k = cfg.data.split.folds
+    if not k:
+        raise ConfigError(
+            f"{cfg.source_file}: eval.cv.enabled needs folds. Fix: set data.split.folds (e.g. 5)."
+        )
+    run_folds = cfg.eval.cv.folds or k
+    if run_folds > k:
+        raise ConfigError(
+            f"{cfg.source_file}: eval.cv.folds is {run_folds}, but the data has {k} folds "
+            f"(data.split.folds). Fix: set eval.cv.folds to at most {k}, or remove it."
+        )
+    return k, run_folds
 
 
 def _mean_std(values: list[float]) -> dict:

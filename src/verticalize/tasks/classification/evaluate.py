@@ -8,7 +8,7 @@ import time
 import torch
 
 from verticalize.config import Config
-from verticalize.console import console
+from verticalize.console import StepTimes, console
 from verticalize.data.outputs import read_split
 from verticalize.evaluate.baselines import BASELINES
 from verticalize.evaluate.calibration import calibration
@@ -33,15 +33,21 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     labels = data_m["labels"]
+    if cfg.eval.cv.enabled:
+        from verticalize.tasks.classification.cv import cv_folds
+
+        cv_folds(cfg)  # a bad eval.cv.folds fails now, not after the other steps
+    times = StepTimes("eval")
     train = read_split(cfg, folder.root, "train")
     validation = read_split(cfg, folder.root, "validation")
-    model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
+    with times.step("load_model"):
+        model = AutoModelForSequenceClassification.from_pretrained(folder.model_dir)
+        tokenizer = AutoTokenizer.from_pretrained(folder.model_dir)
     test_set = EncodedRecords(
         test, tokenizer, {lab: i for i, lab in enumerate(labels)}, cfg.model.max_length
     )
     tick = time.perf_counter()
-    with torch.inference_mode():
+    with times.step("predict_test"), torch.inference_mode():
         probs = predict_proba(model, test_set, tokenizer.pad_token_id, cfg.eval.batch_size)
     infer_s = time.perf_counter() - tick
     preds = [labels[i] for i in probs.argmax(axis=1)]
@@ -54,9 +60,10 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
     baselines, b_preds = {}, {}
     for name in cfg.eval.baselines:
         console.print(f"eval: fitting the {name} baseline on the same splits")
-        b = BASELINES[name](
-            train, validation, test, labels, cfg.eval.tfidf_analyzer, "macro_f1", cfg.seed
-        )
+        with times.step(f"baseline_{name}"):
+            b = BASELINES[name](
+                train, validation, test, labels, cfg.eval.tfidf_analyzer, "macro_f1", cfg.seed
+            )
         b_preds[name] = b.pop("predictions")
         baselines[name] = b
     write_jsonl(
@@ -78,19 +85,25 @@ def _classify(cfg: Config, folder: RunFolder, data_m: dict, test: list[dict], ou
         **label_margin(baselines, b_preds, gold, preds, labels, "macro_f1", cfg.seed),
         "summary_metrics": SUMMARY,
     }
-    report["error_analysis"] = eval_error_analysis(
-        test, preds, probs, labels, out_dir, sensitive="test" in cfg.data.sensitive
-    )
-    report |= stress_tests(cfg, model, tokenizer, test, labels, metrics)
+    with times.step("error_analysis"):
+        report["error_analysis"] = eval_error_analysis(
+            test, preds, probs, labels, out_dir, sensitive="test" in cfg.data.sensitive
+        )
+    report |= stress_tests(cfg, model, tokenizer, test, labels, metrics, times)
     if cfg.eval.cv.enabled:
         from verticalize.tasks.classification.cv import cross_validate
 
-        report["cv"] = cross_validate(cfg, folder, labels)
+        with times.step("cv"):
+            report["cv"] = cross_validate(cfg, folder, labels)
+    report["timing"] = times.seconds
     return report, infer_s
 
 
-def stress_tests(cfg: Config, model, tokenizer, test, labels, clean: dict) -> dict:
+def stress_tests(
+    cfg: Config, model, tokenizer, test, labels, clean: dict, times: StepTimes | None = None
+) -> dict:
     """E4: the test split under character noise of each kind, and adversarial attacks."""
+    times = times or StepTimes("eval")
     out: dict = {}
     rob, adv = cfg.eval.robustness, cfg.eval.adversarial
     n = cfg.model.max_length
@@ -104,25 +117,28 @@ def stress_tests(cfg: Config, model, tokenizer, test, labels, clean: dict) -> di
 
         kinds = rob.kinds or applicable_kinds([r["text"] for r in test])
         console.print(f"eval: robustness under {rob.rate:.0%} noise: {', '.join(kinds)}")
-        out["robustness"] = robustness_table(
-            score, test, kinds, rob.rate, cfg.seed, ["macro_f1", "accuracy"], clean=clean
-        )
+        with times.step("robustness"):
+            out["robustness"] = robustness_table(
+                score, test, kinds, rob.rate, cfg.seed, ["macro_f1", "accuracy"], clean=clean
+            )
     attacks: dict = {}
     if adv.fgsm.enabled:
         from verticalize.tasks.classification.adversarial import fgsm
 
         console.print(f"eval: FGSM on the input embeddings, ε = {adv.fgsm.epsilon}")
-        attacks["fgsm"] = fgsm(
-            model, tokenizer, test, labels, adv.fgsm.epsilon, n, cfg.eval.batch_size
-        )
+        with times.step("attack_fgsm"):
+            attacks["fgsm"] = fgsm(
+                model, tokenizer, test, labels, adv.fgsm.epsilon, n, cfg.eval.batch_size
+            )
     if adv.substitution.enabled:
         from verticalize.tasks.classification.adversarial import substitution_attack
 
         s = adv.substitution
         console.print(f"eval: greedy word substitution on up to {s.n} texts")
-        attacks["substitution"] = substitution_attack(
-            model, tokenizer, test, labels, n, s.max_words, s.candidates, s.n
-        )
+        with times.step("attack_substitution"):
+            attacks["substitution"] = substitution_attack(
+                model, tokenizer, test, labels, n, s.max_words, s.candidates, s.n
+            )
     if attacks:
         out["adversarial"] = attacks
     return out
