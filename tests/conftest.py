@@ -40,6 +40,21 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Delete what a test module's shared fixtures wrote once the module is done.
+
+    Trained models, exports and checkpoints add up to tens of GB over the suite, more than a
+    fresh CI disk holds. Folders stay when a test of the module failed, to be looked at."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def csv_project(tmp_path: Path):
     """A small project: a CSV with two labels and a YAML pointing at it.
