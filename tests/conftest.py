@@ -45,14 +45,16 @@ def _free_module_disk(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     """Delete what a test module's shared fixtures wrote once the module is done.
 
     Trained models, exports and checkpoints add up to tens of GB over the suite, more than a
-    fresh CI disk holds. Folders stay when a test of the module failed, to be looked at."""
+    fresh CI disk holds. Folders stay when a test of the module failed, to be looked at, and
+    session fixtures' folders (named "session-…") stay for the modules after."""
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
     failed = request.session.testsfailed
     yield
     if request.session.testsfailed == failed:
         for path in set(base.iterdir()) - before:
-            shutil.rmtree(path, ignore_errors=True)
+            if not path.name.startswith("session-"):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -77,3 +79,17 @@ def csv_project(tmp_path: Path):
         return write(tmp_path / "verticalize.yaml", body + data_extra + extra)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def console_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A console folder with one small real project (drug reviews, MiniLM, 1 epoch) already
+    run end to end by the CLI, registry on: shared by the console tests, which must not
+    change its run (copy it for that)."""
+    from console_util import make_project
+
+    root = tmp_path_factory.mktemp("session-console")
+    folder = make_project(root, "reviews", registry=True)
+    done = run_cli("run", "verticalize.yaml", cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root

@@ -108,6 +108,27 @@ def test_dedup_unit():
     assert dedup.conflicted() == {"0"}
 
 
+def test_dedup_reviewed_copy_wins():
+    # s1 is a `reviewed: true` source: its copy replaces s0's whatever the order or label
+    recs = [
+        {"id": "s0:1", "text": "x y", "label": "a"},
+        {"id": "s1:1", "text": "X  y", "label": "b"},
+        {"id": "s0:2", "text": "x y", "label": "a"},
+        {"id": "s1:2", "text": "z", "label": "a"},
+        {"id": "s0:3", "text": "z", "label": "b"},
+    ]
+    dedup = Deduplicator(exact=True, reviewed=("s1:",))
+    hits = [dedup.offer(r) for r in recs]
+    assert hits == [
+        None,
+        None,
+        ("superseded_by_review", "s1:1"),
+        None,
+        ("superseded_by_review", "s1:2"),
+    ]
+    assert dedup.superseded == {"s0:1"} and dedup.conflicted() == set()
+
+
 def test_normalize_text():
     cfg = CleanConfig()
     assert (

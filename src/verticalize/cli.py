@@ -16,6 +16,7 @@ from verticalize import api
 from verticalize.console import console
 from verticalize.errors import ConfigError, VerticalizeError, crash_line, write_crash_log
 from verticalize.runfolder import StageResult
+from verticalize.train import interrupt
 from verticalize.train.distributed import (
     LAUNCHED,
     is_main_process,
@@ -572,6 +573,28 @@ def feedback_export(
     console.print(f"wrote {n} training records to {output}")
 
 
+@app.command("console")
+def console_(
+    folder: Annotated[
+        Path, typer.Argument(help="The folder whose verticalize.yaml projects the console shows.")
+    ] = Path("."),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but localhost needs a token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7860,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the access token from this file (else one is made and printed when not on localhost)."
+        ),
+    ] = None,
+) -> None:
+    """The web console: create, run, watch, review, compare, promote and try models in the browser."""
+    from verticalize.web.server import run_console
+
+    run_console(folder, host, port, token_file)
+
+
 def main() -> None:
     """Entry point: user errors are one message and a non-zero exit, never a traceback."""
     from transformers.utils import logging as hf_logging
@@ -579,6 +602,7 @@ def main() -> None:
     hf_logging.set_verbosity_error()  # keep the terminal for our own progress and results
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    interrupt.install()  # SIGTERM: a graceful stop (the console's Stop, kill, Kubernetes)
     try:
         if world_size() > 1 and sys.argv[1:2] != ["train"]:
             raise ConfigError(
@@ -589,8 +613,12 @@ def main() -> None:
             )
         if not is_main_process():  # N processes print as one: rank 0 speaks
             console.quiet = True
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl+C (SIGINT) into a return value, not an exception
+            raise KeyboardInterrupt
         leave_process_group(wait=True)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except VerticalizeError as e:
         leave_process_group(wait=False)
         if is_main_process():  # N processes under torchrun: one message, not N

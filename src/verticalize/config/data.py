@@ -74,6 +74,12 @@ class Source(Section):
     group: str | None = Field(
         None, description="Records sharing this field's value stay in one split (e.g. patient)."
     )
+    reviewed: bool = Field(
+        False,
+        description="An expert's review of records the other sources also hold (the console's "
+        "review/labelstudio.json): where a record of this source has an exact copy in another "
+        "source, this copy wins and the other is quarantined as superseded_by_review.",
+    )
     sample: int | None = Field(None, gt=0, description="Keep a seeded random sample of N records.")
     encoding: str = Field(
         "auto",

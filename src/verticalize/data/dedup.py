@@ -23,8 +23,10 @@ class Deduplicator:
     representative's group, so near-duplicates never straddle train and test.
     """
 
-    def __init__(self, exact: bool, near=None):
+    def __init__(self, exact: bool, near=None, reviewed: tuple[str, ...] = ()):
         self.exact, self.near = exact, near if near is not None and near.enabled else None
+        self.reviewed = reviewed  # id prefixes ("s1:") of the `reviewed: true` sources
+        self.superseded: set[str] = set()  # kept first copies an expert's review replaced
         self.first: dict[int, str] = {}
         self.label: dict[str, str | None] = {}
         self.exact_clusters: dict[str, dict] = {}
@@ -45,6 +47,8 @@ class Deduplicator:
             if first is None:
                 self.first[key] = rid
                 self.label[rid] = label  # also when near dedup drops it next
+            elif rid.startswith(self.reviewed) != first.startswith(self.reviewed):
+                return self._review_wins(key, first, rec)
             else:
                 cluster = self.exact_clusters.setdefault(
                     first, {"kept": first, "dropped": [], "conflict": False}
@@ -70,6 +74,16 @@ class Deduplicator:
         self.label[rid] = label
         if rec.get("group"):
             self.union(rid, "group:" + rec["group"])
+        return None
+
+    def _review_wins(self, key: int, first: str, rec: dict) -> tuple[str, str] | None:
+        """An expert's reviewed copy of a text replaces the other sources' copies."""
+        if not rec["id"].startswith(self.reviewed):
+            return "superseded_by_review", first
+        self.superseded.add(first)
+        self.first[key], self.label[rec["id"]] = rec["id"], rec.get("label")
+        if rec.get("group"):
+            self.union(rec["id"], "group:" + rec["group"])
         return None
 
     def conflicted(self) -> set[str]:

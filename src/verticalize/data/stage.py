@@ -104,7 +104,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
             processor.boilerplate = detector
         # pass 2: per-record steps, then agreement and dedup bookkeeping on the driver
         tallies = {s: StepTally(s) for s in (*STEPS, "agreement", "labels")}
-        dedup = Deduplicator(d.dedup.exact, d.dedup.near)
+        reviewed = tuple(f"s{i}:" for i, s in enumerate(d.sources) if s.reviewed)
+        dedup = Deduplicator(d.dedup.exact, d.dedup.near, reviewed)
         t_exact, t_near = StepTally("dedup_exact"), StepTally("dedup_near")
         pii_counts: Counter = Counter()
         vault: dict[str, bytes] = {}
@@ -181,7 +182,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         conflicted = dedup.conflicted()
         t_conflicts = StepTally("dedup_conflicts", n_in=len(kept_facts))
         labels = d.labels or (list(d.label_bins) if d.label_bins else None)
-        facts = [f for f in kept_facts if f[0] not in conflicted]
+        superseded = dedup.superseded - conflicted
+        facts = [f for f in kept_facts if f[0] not in conflicted | superseded]
         labels = labels or sorted({str(f[1]) for f in facts if f[1] is not None})
         if plugin.labels_of is not None:
             labels = plugin.labels_of(labels, entity_types)
@@ -214,6 +216,16 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                         field="label",
                         value=rec["label"],
                         detail="an exact copy carries another label",
+                    )
+                    continue
+                if rec["id"] in superseded:
+                    quarantine.put(
+                        t_conflicts,
+                        "superseded_by_review",
+                        processor.scrub(rec),
+                        field="label",
+                        value=rec["label"],
+                        detail="a reviewed source holds this text with the expert's label",
                     )
                     continue
                 t_conflicts.n_out += 1

@@ -25,6 +25,7 @@ from accelerate.utils import broadcast_object_list
 from verticalize.config import TrainConfig
 from verticalize.console import progress_bar
 from verticalize.metrics import lower_is_better, metric_value
+from verticalize.train import interrupt
 from verticalize.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -206,7 +207,7 @@ def train_model(
             state["stopped_early"] = state["bad_evals"] >= t.early_stopping.patience
         model.train()
 
-    with progress_bar() as bar:
+    with progress_bar() as bar, interrupt.cooperative():
         task = bar.add_task(recipe.label, total=total_steps, completed=state["step"], info="")
         model.train()
         for epoch in range(state["epoch"], t.epochs):
@@ -273,6 +274,8 @@ def train_model(
                         "event": "train",
                         "epoch": epoch,
                         "step": state["step"],
+                        "total_steps": total_steps,
+                        "elapsed_s": round(time.perf_counter() - started, 3),
                         "loss": total_loss,
                         "lr": lr,
                         "examples_per_s": group_size / max(elapsed, 1e-9),
@@ -292,7 +295,8 @@ def train_model(
                     evaluate_and_checkpoint(epoch)
                 if last_of_epoch:
                     state.update(epoch=epoch + 1, step_in_epoch=0)
-                if state["step"] % ckpt_every == 0 or last_of_epoch:
+                stopping = interrupt.requested()  # SIGTERM: stop here, checkpoint kept
+                if state["step"] % ckpt_every == 0 or last_of_epoch or stopping:
                     save_checkpoint(  # every rank: under fsdp each writes its shards
                         ckpt_root,
                         state["step"],
@@ -303,6 +307,9 @@ def train_model(
                         t.keep_checkpoints,
                         placement,
                     )
+                if stopping:
+                    log.close()
+                    raise KeyboardInterrupt
                 if state["stopped_early"]:
                     break
     log.close()
