@@ -222,3 +222,24 @@ def test_a_job_streams_survives_a_console_restart_stops_and_resumes(tmp_path):
         page = c.get("/project/p").text
         assert "succeeded" in page and "stopped" in page
     shutil.rmtree(folder / "runs", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_plan_is_shown_before_starting(tmp_path):
+    folder = make_project(tmp_path, "p")
+    with running_console(tmp_path) as url:
+        c = client(url)
+        assert "No estimate yet" in c.get("/project/p").text
+        job = c.post("/jobs/p", data={"stage": "plan"}).json()
+        done = wait_for(
+            lambda: (j := _job(c, "p", job["id"]))["status"] not in ("queued", "running") and j,
+            300,
+        )
+        assert done["status"] == "succeeded", c.get("/project/p").text[-2000:]
+        plan = json.loads((folder / "runs/p/plan/plan.json").read_text())
+        page = c.get("/project/p").text
+        gib = f"{plan['peak_memory_bytes'] / 2**30:.2f} GiB"
+        assert gib in page and "all-MiniLM-L6-v2" in page
+        assert f"batch {plan['recommendation']['batch_size']}" in page
+        if plan["est_seconds"] is not None:
+            assert f"about {round(plan['est_seconds'] / 60, 1)} min" in page

@@ -101,7 +101,7 @@ def _row(page: str, attr: str, value: str) -> str:
 
 def _cells(row: str) -> list[str]:
     return [
-        re.sub(r"<[^>]+>", "", c).strip()
+        html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
         for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)
     ]
 
