@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import yaml
 from fastapi import FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
+from verticalize.errors import VerticalizeError
 from verticalize.web import data_views, evaluation, playground, registry_page, review, tracked
 from verticalize.web.forms import create_project, form_fields
 from verticalize.web.jobs import STAGES, JobStore, Ticker
 from verticalize.web.live import live_state, metric_rows
 from verticalize.web.pages import project, render, root, store
-from verticalize.web.projects import config_error, find_projects, run_dir
+from verticalize.web.projects import config_error, find_projects, load, run_dir
 from verticalize.web.security import check
 
 
@@ -31,6 +32,7 @@ def create_app(folder: Path, token: str | None = None, tick_every: float = 0.5) 
     async def lifespan(app: FastAPI):
         ticker = Ticker(job_store, tick_every)
         ticker.start()
+        threading.Thread(target=_warm, args=(folder,), daemon=True, name="console-warm").start()
         yield
         ticker.halt.set()
 
@@ -64,17 +66,12 @@ def create_app(folder: Path, token: str | None = None, tick_every: float = 0.5) 
         for p in find_projects(root(request)):
             row = {"key": p.key, "task": None, "job": store(request).latest(p.key)}
             try:
-                raw = yaml.safe_load(p.config_path.read_text(encoding="utf-8")) or {}
-                row["task"] = raw.get("task", "classification") if isinstance(raw, dict) else None
-            except (OSError, yaml.YAMLError):
-                pass
+                row["task"] = load(p.config_path).task
+            except (VerticalizeError, OSError):
+                row["task"] = "(config does not load)"
             folder = run_dir(p)
-            report = folder / "eval" / "report.json" if folder else None
-            if report is not None and report.is_file():
-                try:
-                    row["headline"] = json.loads(report.read_text(encoding="utf-8")).get("summary")
-                except json.JSONDecodeError:
-                    pass
+            if folder is not None:
+                row["headline"] = report_summary(folder / "eval" / "report.json")
             rows.append(row)
         return render(request, "index.html.j2", rows=rows, root=root(request))
 
@@ -217,6 +214,38 @@ def create_app(folder: Path, token: str | None = None, tick_every: float = 0.5) 
         )
 
     return app
+
+
+def _warm(folder: Path) -> None:
+    """Fill the caches the pages read (configs, report verdicts, MLflow's runs) at start, so
+    the first visit does not pay for 50 config validations and opening MLflow (~2 s)."""
+    try:
+        for p in find_projects(folder):
+            if (run := run_dir(p)) is not None:
+                report_summary(run / "eval" / "report.json")
+        tracked.tracked_rows(folder)
+    except Exception:  # a warm-up only: the page itself reports what is wrong
+        pass
+
+
+_SUMMARIES: dict[Path, tuple[tuple[int, int], str | None]] = {}
+
+
+def report_summary(path: Path) -> str | None:
+    """The verdict line of an eval report, kept while the file is unchanged."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    known = _SUMMARIES.get(path)
+    if known is None or known[0] != stamp:
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8")).get("summary")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            summary = None
+        known = _SUMMARIES[path] = (stamp, summary)
+    return known[1]
 
 
 def _event(name: str, data: dict) -> str:

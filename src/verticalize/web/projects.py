@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import HTTPException
 
 from verticalize import api
+from verticalize.config import Config
 from verticalize.errors import VerticalizeError
 
 CONFIG_NAME = "verticalize.yaml"
@@ -63,12 +64,29 @@ def get_project(root: Path, key: str) -> Project:
     return Project(key or ".", folder, config)
 
 
+_LOADED: dict[Path, tuple[tuple[int, int], Config]] = {}
+
+
+def load(path: Path) -> Config:
+    """api.load of a project's YAML, kept while the file is unchanged (a page over 50 projects
+    would otherwise validate 50 configs per request). Failures are never kept: a missing
+    source file may appear."""
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    known = _LOADED.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    cfg = api.load(path)
+    _LOADED[path] = (stamp, cfg)
+    return cfg
+
+
 def run_dir(project: Project) -> Path | None:
     """The project's run folder as `verticalize run` started in its folder makes it, or None
     when its config does not load."""
     try:
-        cfg = api.load(project.config_path)
-    except VerticalizeError:
+        cfg = load(project.config_path)
+    except (VerticalizeError, OSError):
         return None
     relative = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / cfg.name
     return relative if relative.is_absolute() else (project.folder / relative).resolve()
@@ -77,7 +95,7 @@ def run_dir(project: Project) -> Path | None:
 def config_error(path: Path) -> str | None:
     """The CLI's own validation message for a config file, or None when it loads."""
     try:
-        api.load(path)
+        api.load(path)  # fresh, never cached: the editor checks candidate files under one name
     except VerticalizeError as e:
         return str(e)
     return None

@@ -15,7 +15,7 @@ from verticalize.errors import VerticalizeError
 from verticalize.metrics import lower_is_better
 from verticalize.mlflow_store import CHALLENGER, CHAMPION
 from verticalize.web.pages import render, root
-from verticalize.web.tracked import loaded_projects, model_store
+from verticalize.web.tracked import loaded_projects, model_store, store_cached
 
 router = APIRouter()
 DEFAULT_MARGIN = 0.03
@@ -39,7 +39,7 @@ def registered_models(stores: dict[str, dict]) -> tuple[list[dict], list[str]]:
     models, problems = [], []
     for uri, entry in stores.items():
         try:
-            rows = api.versions(tracking_uri=uri)
+            rows = store_cached("versions", uri, lambda u=uri: api.versions(tracking_uri=u))
         except VerticalizeError as e:
             problems.append(str(e))
             continue

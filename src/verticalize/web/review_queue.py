@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from verticalize import api
 from verticalize.data.outputs import read_split
 from verticalize.errors import VerticalizeError
 from verticalize.plugins import get_task
-from verticalize.web.projects import Project, run_dir
+from verticalize.web.projects import Project, load, run_dir
 
 REVIEW_DIR = "review"
 DECISIONS = "decisions.jsonl"
@@ -50,7 +49,7 @@ def slug(record_id: str) -> str:
 def load_run_items(project: Project) -> RunItems:
     """The run's eval/predictions.jsonl joined with its test texts."""
     try:
-        cfg = api.load(project.config_path)
+        cfg = load(project.config_path)
     except VerticalizeError as e:
         return RunItems(problem=f"the configuration does not load: {e}")
     run = run_dir(project)

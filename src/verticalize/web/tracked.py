@@ -14,12 +14,13 @@ from fastapi.responses import HTMLResponse
 from verticalize import api
 from verticalize.config import Config
 from verticalize.errors import VerticalizeError
+from verticalize.mlflow_store import sqlite_path
 from verticalize.mlflow_store import tracking_uri as registry_store
 from verticalize.runfolder import RunFolder
 from verticalize.train.tracking import TRACKING_FILE, tracking_target
 from verticalize.web import compare_view
 from verticalize.web.pages import render, root
-from verticalize.web.projects import Project, find_projects, run_dir
+from verticalize.web.projects import Project, find_projects, load, run_dir
 
 router = APIRouter()
 MLFLOW_DIRS = {"mlartifacts", "mlruns"}
@@ -55,7 +56,7 @@ def loaded_projects(folder: Path) -> tuple[list[Loaded], list[str]]:
         if MLFLOW_DIRS & set(Path(p.key).parts):
             continue  # a run's config that MLflow keeps as an artifact, not a project
         try:
-            cfg = api.load(p.config_path)
+            cfg = load(p.config_path)
         except VerticalizeError as e:
             problems.append(f"{p.key}: its verticalize.yaml does not load, so it is skipped ({e})")
             continue
@@ -147,6 +148,30 @@ def _key_prefix(key: str) -> str:
     return "" if key == "." else f"{key}/"
 
 
+_STORES: dict[tuple[str, str], tuple[tuple, list[dict]]] = {}
+
+
+def store_cached(kind: str, uri: str, fetch) -> list[dict]:
+    """fetch() (an MLflow query of the store at `uri`), kept while an SQLite store's files are
+    unchanged: opening a client and searching costs ~0.5 s, and the runs and registry pages
+    ask on every load. Other stores are asked every time."""
+    db = sqlite_path(uri)
+    if db is None:
+        return fetch()
+    stamp = tuple(
+        (f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None
+        for f in (db, db.with_name(db.name + "-wal"))
+    )
+    known = _STORES.get((kind, uri))
+    if known is None or known[0] != stamp:
+        known = _STORES[(kind, uri)] = (stamp, fetch())
+    return known[1]
+
+
+def store_runs(uri: str) -> list[dict]:
+    return store_cached("runs", uri, lambda: api.runs(uri=uri))
+
+
 def tracked_rows(folder: Path) -> tuple[list[dict], list[str]]:
     """One row per tracked training of the projects under `folder` (each store read once),
     with `project`, `folder` (its run folder under `folder`, or None), `evaluated` and
@@ -159,7 +184,7 @@ def tracked_rows(folder: Path) -> tuple[list[dict], list[str]]:
     rows, seen = [], set()
     for store in dict.fromkeys(i.store for i in items):
         try:
-            found = api.runs(uri=store)
+            found = store_runs(store)
         except VerticalizeError as e:
             problems.append(str(e))
             continue
