@@ -219,13 +219,17 @@ def versions(name: str | None = None, tracking_uri: str | None = None) -> list[d
     return registry.list_versions(name, registry_uri(tracking_uri))
 
 
-def serve(target: str, settings=None, tracking_uri: str | None = None) -> None:
+def serve(
+    target: str, settings=None, tracking_uri: str | None = None, project: Config | None = None
+) -> None:
     """Start the HTTP service for a run folder, a model folder or models:/name@alias
-    (blocks until stopped). `settings` is a ServeConfig (default: its defaults)."""
+    (blocks until stopped). `settings` is a ServeConfig (default: its defaults); `project`,
+    the project's config when known, gives the data.pii settings feedback is masked with
+    (else the defaults)."""
     from verticalize.config import ServeConfig
     from verticalize.serve.server import serve as start
 
-    start(target, settings or ServeConfig(), tracking_uri)
+    start(target, settings or ServeConfig(), tracking_uri, project)
 
 
 def add_api_key(keys_file: str | Path, key_id: str, role: str = "user") -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,6 @@ from verticalize import api
 from verticalize.console import console
 from verticalize.errors import ConfigError, VerticalizeError, crash_line, write_crash_log
 from verticalize.runfolder import StageResult
-from verticalize.train import interrupt
 from verticalize.train.distributed import (
     LAUNCHED,
     is_main_process,
@@ -517,7 +517,7 @@ def serve(
     from verticalize.config import is_serve_only, load_serve_config
 
     yaml_target = target.endswith((".yaml", ".yml")) and Path(target).is_file()
-    uri = tracking_uri
+    uri, cfg = tracking_uri, None
     if yaml_target or (config and not is_serve_only(config)):  # a project's YAML
         cfg = api.load(Path(target) if yaml_target else config, set_)
         settings = cfg.serve.model_copy(deep=True)
@@ -537,7 +537,7 @@ def serve(
         if value is not None:
             setattr(settings, field, str(value) if isinstance(value, Path) else value)
     settings = type(settings).model_validate(settings.model_dump())  # re-check the overrides
-    api.serve(target, settings, api.registry_uri(uri))
+    api.serve(target, settings, api.registry_uri(uri), project=cfg)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for `verticalize serve`.")
@@ -602,7 +602,6 @@ def main() -> None:
     hf_logging.set_verbosity_error()  # keep the terminal for our own progress and results
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    interrupt.install()  # SIGTERM: a graceful stop (the console's Stop, kill, Kubernetes)
     try:
         if world_size() > 1 and sys.argv[1:2] != ["train"]:
             raise ConfigError(
@@ -625,7 +624,11 @@ def main() -> None:
             console.print("[red]error:[/red]", escape(str(e)), soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        console.print("interrupted; `verticalize run` resumes from the last checkpoint")
+        resumes = sys.argv[1:2] in (["run"], ["train"])
+        console.print(
+            "interrupted"
+            + ("; `verticalize run` resumes from the last checkpoint" if resumes else "")
+        )
         sys.exit(130)
     except SystemExit:
         raise
@@ -637,9 +640,43 @@ def main() -> None:
             sys.exit(e.exit_code)
         leave_process_group(wait=False)
         # a bug: one line here; the traceback, without locals or data, in a file
-        log = write_crash_log(e, _crash_folder(sys.argv[1:]))
+        log = write_crash_log(e, _crash_folder(sys.argv[1:]), _crash_mask(sys.argv[1:]))
         console.print(escape(crash_line(e, log)), soft_wrap=True, highlight=False)
         sys.exit(70)  # EX_SOFTWARE
+
+
+def _crash_mask(argv: list[str]) -> Callable[[str], str]:
+    """PII masking for a crash log's messages: every built-in kind, plus the custom kinds
+    (data.pii.custom) of the project the command names when its YAML loads. A message that
+    cannot be masked is withheld."""
+    custom = None
+    try:
+        from verticalize.data.pii import resolve_pii_paths
+        from verticalize.data.pii_custom import custom_detectors
+
+        yaml = _yaml_arg(argv)
+        if yaml is not None:
+            cfg = api.load(yaml)
+            custom = custom_detectors(
+                resolve_pii_paths(cfg.data.pii, cfg.source_file.parent).custom
+            )
+    except Exception:  # a broken config may be the crash itself: the built-in kinds still apply
+        custom = None
+
+    def mask(text: str) -> str:
+        try:
+            from verticalize.serve.security import mask_for_log
+
+            return mask_for_log(text, custom)
+        except Exception:  # the crash handler must not crash, nor leak what it cannot mask
+            return "(message withheld: PII masking failed)"
+
+    return mask
+
+
+def _yaml_arg(argv: list[str]) -> str | None:
+    """The command's verticalize.yaml argument, when it names a file."""
+    return next((a for a in argv[1:] if a.endswith((".yaml", ".yml")) and Path(a).is_file()), None)
 
 
 def _crash_folder(argv: list[str]) -> Path | None:
@@ -649,7 +686,7 @@ def _crash_folder(argv: list[str]) -> Path | None:
         run_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("--run-dir=")), None)
     if run_dir is not None:
         return Path(run_dir) if Path(run_dir).is_dir() else None
-    yaml = next((a for a in argv[1:] if a.endswith((".yaml", ".yml")) and Path(a).is_file()), None)
+    yaml = _yaml_arg(argv)
     try:
         folder = api.run_folder(yaml) if yaml else None
     except Exception:  # the config itself may be what is broken: then no run folder

@@ -8,6 +8,7 @@ import re
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,15 +81,19 @@ _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _MESSAGE_CHARS = 200
 
 
-def scrubbed_message(exc: BaseException) -> str:
-    """The exception's message with quoted values elided and its length capped."""
+def scrubbed_message(exc: BaseException, mask: Callable[[str], str] | None = None) -> str:
+    """The exception's message with quoted values elided, then `mask` applied (e.g. PII
+    masking, for values that were not quoted), and its length capped."""
     text = _QUOTED.sub("'…'", str(exc))
+    if mask is not None:
+        text = mask(text)
     return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + "…"
 
 
-def crash_traceback(exc: BaseException) -> str:
+def crash_traceback(exc: BaseException, mask: Callable[[str], str] | None = None) -> str:
     """The traceback of `exc` and the exceptions chained to it: files, lines, functions and
-    source lines, with scrubbed messages; never a local variable or a record."""
+    source lines, with scrubbed messages (see scrubbed_message); never a local variable or a
+    record."""
     chain, seen = [], set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -101,13 +106,17 @@ def crash_traceback(exc: BaseException) -> str:
         frames = traceback.extract_tb(e.__traceback__)  # FrameSummary without locals
         parts.append("Traceback (most recent call last):\n")
         parts.extend(traceback.format_list(frames))
-        parts.append(f"{type(e).__module__}.{type(e).__qualname__}: {scrubbed_message(e)}\n")
+        message = scrubbed_message(e, mask)
+        parts.append(f"{type(e).__module__}.{type(e).__qualname__}: {message}\n")
     return "".join(parts)
 
 
-def write_crash_log(exc: BaseException, folder: Path | None) -> Path:
+def write_crash_log(
+    exc: BaseException, folder: Path | None, mask: Callable[[str], str] | None = None
+) -> Path:
     """Write the traceback of an unexpected error to <folder>/errors/<UTC time>.log (or a
-    temp folder when there is no run folder); returns the file. Mode 600: it names paths."""
+    temp folder when there is no run folder), messages scrubbed and passed through `mask`;
+    returns the file. Mode 600: it names paths."""
     base = folder / "errors" if folder is not None else Path(tempfile.gettempdir()) / "verticalize"
     base.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -115,7 +124,7 @@ def write_crash_log(exc: BaseException, folder: Path | None) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(f"verticalize {' '.join(sys.argv[1:2])} failed at {stamp}\n\n")
-        fh.write(crash_traceback(exc))
+        fh.write(crash_traceback(exc, mask))
     return path
 
 

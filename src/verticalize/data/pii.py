@@ -35,6 +35,7 @@ __all__ = [
     "detect_pii",
     "k_anonymity",
     "mask_value",
+    "moved_offset",
     "reidentify",
     "score_detection",
 ]
@@ -162,6 +163,12 @@ class PiiMasker:
         new, matches, _ = self._replace(text)
         return new, matches
 
+    def apply_with_edits(self, text: str) -> tuple[str, list[tuple[int, int, int]]]:
+        """(text with every match replaced, the edits as (old start, old end, new length)),
+        so offsets into the old text can follow with `moved_offset`."""
+        new, _, edits = self._replace(text)
+        return new, edits
+
     def apply_to_record(self, record: dict, fields: list[str] | None = None) -> dict:
         """A copy of `record` with `text` and string `meta` values desensitized (`fields`:
         the meta keys to scan, None = all) and `spans` moved to the new text; a span that
@@ -178,7 +185,7 @@ class PiiMasker:
             out = {**record, "text": text}
         if record.get("spans"):
             out["spans"] = [
-                [_moved(s[0], edits, end=False), _moved(s[1], edits, end=True), *s[2:]]
+                [moved_offset(s[0], edits, end=False), moved_offset(s[1], edits, end=True), *s[2:]]
                 for s in record["spans"]
             ]
         meta = record.get("meta")
@@ -202,7 +209,7 @@ def resolve_pii_paths(cfg: PiiConfig, base_dir: Path) -> PiiConfig:
     return cfg.model_copy(update={"custom": custom})
 
 
-def _moved(pos: int, edits: list[tuple[int, int, int]], end: bool) -> int:
+def moved_offset(pos: int, edits: list[tuple[int, int, int]], end: bool) -> int:
     """Where offset `pos` of the old text lands in the new one; inside an edit it snaps to
     the edit's far side for a span end and its near side for a span start."""
     delta = 0

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from verticalize.config import ServeConfig
+from verticalize.config import Config, ServeConfig
 from verticalize.errors import VerticalizeError
 from verticalize.serve import openai_api, task_api
 from verticalize.serve.api_schema import served_openapi
@@ -34,19 +34,27 @@ UNREADABLE = {UnicodeDecodeError: "not UTF-8 text", RecursionError: "nested too 
 
 
 def create_app(
-    settings: ServeConfig, target: str | Path, tracking_uri: str | None = None
+    settings: ServeConfig,
+    target: str | Path,
+    tracking_uri: str | None = None,
+    project: Config | None = None,
 ) -> FastAPI:
     """The service for `target` (a run folder, a model folder or models:/name@alias) and, when
     settings.ab.challenger is set, a challenger; both are loaded before this returns.
-    Raises ServeError (bad keys file, CIDR, missing model …) with the fix."""
+    `project` (the project's config, when serve was given its YAML) supplies the data.pii
+    settings feedback is masked with. Raises ServeError (bad keys file, CIDR, missing model …)
+    with the fix."""
     from verticalize.serve.audit import AuditLog
     from verticalize.serve.feedback import FeedbackStore, RecentRequests
     from verticalize.serve.metrics import ServeMetrics
+    from verticalize.serve.privacy import feedback_masker, mask_service_logs
     from verticalize.serve.security import AllowList, KeyStore, RateLimiter
 
     keys = KeyStore.load(settings.api_keys_file)  # bad settings fail before a model loads
     limiter, allow = RateLimiter(settings.rate_limit_per_minute), AllowList(settings.allow_cidrs)
     resolved = resolve_target(str(target), tracking_uri)
+    masker = feedback_masker(project, resolved.run_dir)
+    mask_service_logs(masker.mask_log_text)
     metrics = ServeMetrics()
     load_slot = make_loader(settings, metrics)
     champion = load_slot(resolved, "champion")
@@ -69,10 +77,11 @@ def create_app(
             Path(settings.audit_log or serve_dir / "audit.log"),
             settings.audit_rotate_bytes,
             settings.audit_backups,
+            mask=masker.mask_log_text,
         ),
         recent=RecentRequests(),
         feedback=FeedbackStore(
-            Path(settings.feedback_dir or serve_dir / "feedback"), settings.slow_ms
+            Path(settings.feedback_dir or serve_dir / "feedback"), settings.slow_ms, masker
         ),
     )
     if not keys.enabled:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote_plus
@@ -69,9 +70,17 @@ def _utc(when: datetime | None) -> datetime:
 class AuditLog:
     """Append-only W3C audit log at `path`; when a line would take the file past
     `rotate_bytes`, path → path.1 → … → path.<backups> (the oldest is dropped) and a new file
-    starts with the directives. Thread-safe; each line is flushed as it is written."""
+    starts with the directives. Client-supplied fields go through `mask` (PII masking) when
+    `mask_pii`. Thread-safe; each line is flushed as it is written."""
 
-    def __init__(self, path: Path | str, rotate_bytes: int, backups: int, mask_pii: bool = True):
+    def __init__(
+        self,
+        path: Path | str,
+        rotate_bytes: int,
+        backups: int,
+        mask_pii: bool = True,
+        mask: Callable[[str], str] = mask_for_log,
+    ):
         if rotate_bytes < 1 or backups < 1:
             raise ServeError(
                 f"audit log {path}: rotate_bytes={rotate_bytes}, backups={backups}; both must be "
@@ -80,7 +89,7 @@ class AuditLog:
         self.path = Path(path)
         self.rotate_bytes = rotate_bytes
         self.backups = backups
-        self.mask_pii = mask_pii
+        self.mask_pii, self.mask = mask_pii, mask
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = self._open()
@@ -142,7 +151,7 @@ class AuditLog:
         if self.mask_pii:
             for name in _MASKED:
                 if values[name]:
-                    values[name] = mask_for_log(str(values[name]))
+                    values[name] = self.mask(str(values[name]))
         line = " ".join(_encode(values[name]) for name in FIELDS) + "\n"
         with self._lock:
             # a file holding only directives is never rotated, even for an oversized line

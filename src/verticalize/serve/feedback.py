@@ -1,10 +1,11 @@
 """User feedback (S8): remember recent answers, classify ratings and corrections as
-"wrong" / "slow" / "other", keep them as fsync'd JSONL, and turn corrections into training
-records a `verticalize.yaml` data source reads (T6).
+"wrong" / "slow" / "other", keep them PII-masked (serve/privacy.py) as fsync'd JSONL, and
+turn corrections into training records a `verticalize.yaml` data source reads (T6).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -14,12 +15,15 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from verticalize.config import PiiConfig
 from verticalize.data.conversations import ConversationError, check
 from verticalize.errors import ServeError
 from verticalize.plugins import get_task, task_names
+from verticalize.serve.privacy import FeedbackMasker
 
 __all__ = [
     "FEEDBACK_FILE",
+    "VAULT_FILE",
     "FeedbackStore",
     "RecentRequests",
     "classify_feedback",
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 FEEDBACK_FILE = "feedback.jsonl"
+VAULT_FILE = "pii_vault.jsonl"  # action pseudonym: token → original, AES-256-GCM encrypted
 # 不错 / 没错 mean "good" / "right"
 _WRONG = re.compile(
     r"\b(?:wrong|incorrect|inaccurate|mistaken?)\b|(?<![不没])错|不对|不准", re.IGNORECASE
@@ -151,19 +156,24 @@ def _span(value: object) -> tuple[int, int, str] | None:
 
 
 class FeedbackStore:
-    """Appends feedback records to folder/feedback.jsonl (mode 0600: it holds user input),
-    each written and fsync'd before `record` returns. Thread-safe."""
+    """Appends feedback records to folder/feedback.jsonl (mode 0600), each written and
+    fsync'd before `record` returns. Texts are PII-masked first by `masker` (default: the
+    default data.pii settings); pseudonyms' encrypted originals go to folder/pii_vault.jsonl.
+    Thread-safe."""
 
-    def __init__(self, folder: Path | str, slow_ms: float = 200.0):
+    def __init__(
+        self, folder: Path | str, slow_ms: float = 200.0, masker: FeedbackMasker | None = None
+    ):
         self.folder = Path(folder)
         self.path = self.folder / FEEDBACK_FILE
         self.slow_ms = slow_ms
+        self.masker = masker or FeedbackMasker(PiiConfig())
         self._lock = threading.Lock()
 
     def record(self, feedback: dict) -> dict:
-        """Store `feedback` with an `id` (uuid4 hex), `time` (UTC ISO 8601) and `kind`
-        (kept when given, else classify_feedback on its rating, comment, correction,
-        prediction and latency_ms); returns the stored record."""
+        """Store `feedback`, PII-masked, with an `id` (uuid4 hex), `time` (UTC ISO 8601) and
+        `kind` (kept when given, else classify_feedback on its rating, comment, correction,
+        prediction and latency_ms, before masking); returns the stored record."""
         kind = feedback.get("kind") or classify_feedback(
             feedback.get("rating"),
             feedback.get("comment"),
@@ -172,8 +182,9 @@ class FeedbackStore:
             feedback.get("latency_ms"),
             self.slow_ms,
         )
+        masked, vault = self.masker.mask(feedback)
         stored = {
-            **feedback,
+            **masked,
             "id": uuid.uuid4().hex,
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "kind": kind,
@@ -181,13 +192,26 @@ class FeedbackStore:
         line = json.dumps(stored, ensure_ascii=False, default=str) + "\n"
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if vault:  # before the record: a token on disk always has its original
+                _append(
+                    self.folder / VAULT_FILE, "".join(_vault_line(t, v) for t, v in vault.items())
+                )
+            _append(self.path, line)
         return stored
+
+
+def _append(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _vault_line(token: str, sealed: bytes) -> str:
+    """One line as crypto.write_vault writes it, so crypto.read_vault reads the file."""
+    return json.dumps({"token": token, "value": base64.b64encode(sealed).decode("ascii")}) + "\n"
 
 
 def read_feedback(folder: Path | str) -> list[tuple[int, dict | None, str | None]]:
@@ -288,7 +312,9 @@ def _input_text(rec: dict) -> tuple[str | None, str | None]:
     if isinstance(value, dict):
         value = value.get("text", value.get("input", value.get("prompt")))
     if isinstance(value, list):
-        index = rec.get("index", 0 if len(value) == 1 else None)
+        index = rec.get("index")
+        if index is None and len(value) == 1:  # the service stores "index": null for one text
+            index = 0
         if not isinstance(index, int) or not 0 <= index < len(value):
             return None, f"ambiguous_input: {len(value)} texts and no valid 'index'"
         value = value[index]

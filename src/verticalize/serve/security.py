@@ -21,8 +21,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from verticalize.config import PII_KINDS
 from verticalize.data.pii import mask_value
-from verticalize.data.pii_detect import detect_pii
+from verticalize.data.pii_detect import Detector, detect_pii
 from verticalize.errors import ServeError
 
 __all__ = [
@@ -324,14 +325,15 @@ _OTHER_PHONE = re.compile(
 )
 
 
-def mask_for_log(text: str) -> str:
+def mask_for_log(text: str, custom: dict[str, Detector] | None = None) -> str:
     """`text` with every PII kind the data stage detects (email, ID card, bank card, phones,
-    passport, IPv4, names) masked the way data.pii action=mask does, plus other phone formats;
-    call it on any user input before it goes into a log line."""
+    passport, IPv4, names …) and the `custom` kinds (data.pii_custom detectors) masked the
+    way data.pii action=mask does, plus other phone formats; call it on any user input
+    before it goes into a log line."""
     if not text:
         return text
     parts, pos = [], 0
-    for m in detect_pii(text):
+    for m in detect_pii(text, PII_KINDS, custom):
         parts += [text[pos : m.start], mask_value(m.kind, m.value)]
         pos = m.end
     parts.append(text[pos:])

@@ -10,8 +10,9 @@ import socket
 import threading
 import time
 
-from verticalize.config import ServeConfig
+from verticalize.config import Config, ServeConfig
 from verticalize.errors import ServeError
+from verticalize.serve.privacy import PII_FREE
 
 log = logging.getLogger("verticalize.serve")
 
@@ -59,17 +60,25 @@ def uvicorn_config(app, settings: ServeConfig | None = None, log_level: str = "i
     )
 
 
-def serve(target: str, settings: ServeConfig, tracking_uri: str | None = None) -> None:
-    """Serve `target` (run folder, model folder or models:/name@alias) until stopped."""
+def serve(
+    target: str,
+    settings: ServeConfig,
+    tracking_uri: str | None = None,
+    project: Config | None = None,
+) -> None:
+    """Serve `target` (run folder, model folder or models:/name@alias) until stopped;
+    `project` is the project's config when known (its data.pii masks feedback)."""
     import uvicorn
 
     from verticalize.serve.app import create_app
 
     sock = bind_socket(settings.host, settings.port)
     try:
-        app = create_app(settings, target, tracking_uri)
+        app = create_app(settings, target, tracking_uri, project)
         host, port = sock.getsockname()[:2]
-        log.warning("verticalize serve: http://%s:%s (docs at /docs)", host, port)
+        log.warning(
+            "verticalize serve: http://%s:%s (docs at /docs)", host, port, extra={PII_FREE: True}
+        )
         uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
     finally:
         sock.close()

@@ -1,7 +1,7 @@
 """A graceful stop: SIGTERM (what the console's Stop sends, and what `kill` and Kubernetes
-send) asks the training loop to stop after the step it is in, with a checkpoint at that step,
-so a resumed run loses nothing. Outside the loop SIGTERM interrupts at once, as Ctrl+C does.
-Either way the command exits 130 and `verticalize run` resumes from the last checkpoint."""
+send) during training asks the loop to stop after the step it is in, with a checkpoint at
+that step, so a resumed run loses nothing; the command then exits 130 and `verticalize run`
+resumes from that checkpoint. Outside the training loop SIGTERM keeps its usual meaning."""
 
 from __future__ import annotations
 
@@ -9,19 +9,6 @@ import signal
 import threading
 
 _requested = threading.Event()
-_in_loop = threading.Event()
-
-
-def _on_sigterm(signum, frame) -> None:
-    _requested.set()
-    if not _in_loop.is_set():
-        raise KeyboardInterrupt
-
-
-def install() -> None:
-    """Take SIGTERM (main thread only; a no-op elsewhere)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def requested() -> bool:
@@ -29,11 +16,14 @@ def requested() -> bool:
 
 
 class cooperative:
-    """While the loop runs, SIGTERM only sets the flag the loop checks between steps."""
+    """While the loop runs (in the main thread), SIGTERM only sets the flag it checks."""
 
     def __enter__(self):
-        _in_loop.set()
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: _requested.set())
         return self
 
     def __exit__(self, *exc) -> None:
-        _in_loop.clear()
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
