@@ -119,6 +119,10 @@ class TaskPlugin:
     # (cfg) -> config sections (and digests of files) whose change means evaluating again
     # though data and model are the same (retrieval: the extra corpus ranked against)
     eval_sections: Callable[[Config], list] = lambda cfg: []
+    # (cfg, rows of eval/predictions.jsonl, data manifest) -> the model's metrics on just those
+    # rows, as in report["model"]["metrics"] (the contamination section scores the test split
+    # without its contaminated records); None: the task cannot score a subset
+    score_predictions: Callable[[Config, list[dict], dict], dict] | None = None
     # (report, loss chart SVG) -> the report page; None: evaluate's basic page
     render_report: Callable[[dict, str], str] | None = None
     # --- export / registry (H1–H3) ---

@@ -110,6 +110,33 @@ def check_sources_exist(cfg, where: Callable[[tuple], str]) -> None:
                     f"{where(loc)}: data.sources[{i}].path: {res.file.name} has no member "
                     f"{res.member!r}. Fix: use one of {names}."
                 )
+    _check_benchmarks_exist(cfg, where)
+
+
+def _check_benchmarks_exist(cfg, where: Callable[[tuple], str]) -> None:
+    """data.contamination.benchmarks: each file (or zip member) must be there."""
+    base = cfg.source_file.parent
+    for i, path in enumerate(cfg.data.contamination.benchmarks):
+        field = f"data.contamination.benchmarks[{i}]"
+        at = where(("data", "contamination", "benchmarks", i))
+        try:
+            res = resolve(path, None, base)
+        except AssetMissing as e:
+            raise ConfigError(f"{at}: {field}: {path!r}: {e}") from None
+        if not res.file.is_file():
+            raise ConfigError(
+                f"{at}: {field}: benchmark file {path!r} not found (looked for {res.file}). "
+                f"Fix: correct the path (relative paths start at the YAML's folder {base}), or "
+                "remove it from the list."
+            )
+        if res.member:
+            with zipfile.ZipFile(res.file) as zf:
+                names = zf.namelist()
+            if res.member not in names:
+                raise ConfigError(
+                    f"{at}: {field}: {res.file.name} has no member {res.member!r}. Fix: use "
+                    f"one of {names}."
+                )
 
 
 # ---------------------------------------------------------------- SQLite sources

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from pathlib import PurePath
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from verticalize.config.base import Section
 
@@ -357,6 +358,46 @@ class SplitConfig(Section):
         return self
 
 
+BENCHMARK_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+
+
+def _benchmark_file(path: str) -> str:
+    suffix = PurePath(path.partition("#")[2] or path).suffix.lower()
+    if suffix not in BENCHMARK_SUFFIXES:
+        raise ValueError(
+            f"a benchmark file is read as one text per row or line, from a "
+            f"{', '.join(BENCHMARK_SUFFIXES)} file; {suffix or 'no suffix'!r} is none of these"
+        )
+    return path
+
+
+class ContaminationConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="After the split, list the test records that share a long n-gram with a "
+        "train record (data/contamination.jsonl); eval scores the test split with and without "
+        "them.",
+    )
+    ngram: int = Field(
+        13,
+        ge=5,
+        le=64,
+        description="N-gram length in units: words for Latin-script text, characters for "
+        "Chinese and Japanese (13, as in GPT-3's contamination check).",
+    )
+    benchmarks: list[Annotated[str, AfterValidator(_benchmark_file)]] = Field(
+        [],
+        description="Public benchmark files (relative to the YAML, or pkg:…) the test records "
+        "are checked against too: .jsonl, .csv, .tsv or .parquet (one text per row) or .txt "
+        "(one text per line).",
+    )
+    fields: list[str] | None = Field(
+        None,
+        description="The fields of a benchmark row that hold its text; None = every text "
+        "field of the row.",
+    )
+
+
 class RayConfig(Section):
     address: str | None = Field(None, description="None = start a local Ray; or ray://host:port.")
     num_cpus: int | None = Field(None, ge=1)
@@ -379,6 +420,7 @@ class DataConfig(Section):
     agreement: AgreementConfig = AgreementConfig()
     augment: AugmentConfig = AugmentConfig()
     split: SplitConfig = SplitConfig()
+    contamination: ContaminationConfig = ContaminationConfig()
     key_file: str | None = Field(
         None,
         description="Secret key for pseudonyms and encryption; must live outside the run folder. "

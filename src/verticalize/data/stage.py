@@ -1,5 +1,6 @@
-"""Data stage entry point (D1–D10): sources → ingest → rules → clean → desensitize →
-segment → agreement → dedup (exact, near) → group-aware split → augment, files in run/data/.
+"""Data stage entry point (D1–D11): sources → ingest → rules → clean → desensitize →
+segment → agreement → dedup (exact, near) → group-aware split → augment → contamination
+check (test records sharing a long n-gram with train), files in run/data/.
 
 It streams: pass 1 reads every source into a work file, pass 2 runs the per-record steps
 (in-process or on Ray) and keeps only small per-record facts for dedup and the split, pass 3
@@ -49,6 +50,8 @@ def data_fingerprint(cfg: Config) -> str:
             for c in cfg.data.pii.custom
             if c.dictionary
         ]
+    if cfg.data.contamination.enabled:  # an edited benchmark file means a re-check
+        digests += [file_digest(resolve(p, None, base)) for p in cfg.data.contamination.benchmarks]
     reads = get_task(cfg.task).data_sections(cfg)  # e.g. how the task parses its labels
     return fingerprint(cfg.data.model_dump(mode="json"), cfg.seed, cfg.task, digests, *reads)
 
@@ -251,6 +254,13 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         for row in dedup.cluster_rows():
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     extras = _extras(cfg, out_dir, annotated, pii_counts, vault, writer, dedup)
+    if d.contamination.enabled:
+        from verticalize.data.contamination import check_contamination
+
+        shown = not {"train", "test"} & set(d.sensitive)  # no text of an encrypted split
+        extras["contamination"] = check_contamination(
+            out_dir, d.contamination, d.clean, base, shown, work
+        )
     encrypt_outputs(cfg, out_dir, key)
     manifest = {
         "name": cfg.name,

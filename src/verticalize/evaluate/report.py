@@ -24,6 +24,13 @@ def render_basic(report: dict, loss_chart: str) -> str:
     return template.render(r=report, loss_chart=loss_chart)
 
 
+def _contamination_html(section: dict) -> str:
+    template = Environment(autoescape=True).from_string(
+        (files("verticalize.evaluate") / "contamination.html.j2").read_text("utf-8")
+    )
+    return template.render(c=section)
+
+
 def write_report(
     report: dict, history: list[dict], out_dir: Path, render: Renderer | None = None
 ) -> tuple[Path, Path]:
@@ -39,7 +46,11 @@ def write_report(
         elif r.get("event") == "eval":
             series.setdefault(f"{stage}validation loss", []).append((r["step"], r["val_loss"]))
     loss_chart = line_chart(series, "loss curves", "plot-loss")
-    html_path.write_text((render or render_basic)(report, loss_chart), encoding="utf-8")
+    page = (render or render_basic)(report, loss_chart)
+    if report.get("contamination"):  # on every task's page, whichever template drew it
+        head, body_end, tail = page.rpartition("</body>")
+        page = head + _contamination_html(report["contamination"]) + body_end + tail
+    html_path.write_text(page, encoding="utf-8")
     return json_path, html_path
 
 

@@ -7,6 +7,7 @@ import time
 from verticalize.config import Config, Target
 from verticalize.console import console
 from verticalize.data.outputs import read_split
+from verticalize.evaluate.contamination import contamination_section
 from verticalize.evaluate.margin import strongest_baseline
 from verticalize.evaluate.report import write_report
 from verticalize.metrics import lower_is_better, metric_value
@@ -195,6 +196,9 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
         "timing": timing,
         "verticalize_version": __version__,
     }
+    contamination = contamination_section(cfg, plugin, data_m, folder.stage_dir("data"), out_dir)
+    if contamination is not None:
+        report["contamination"] = contamination
     history = training_history(folder.stage_dir("train"), plugin.train_logs(cfg))
     json_path, html_path = write_report(report, history, out_dir, plugin.render_report)
     manifest = folder.write_manifest(

@@ -67,6 +67,14 @@ def evaluate(cfg, folder, data_m, train_m, test, out_dir):
     return evaluate_classification(cfg, folder, data_m, train_m, test, out_dir)
 
 
+def score_predictions(cfg: Config, rows: list[dict], data_m: dict) -> dict:
+    """The model's metrics on some rows of predictions.jsonl."""
+    from verticalize.metrics import classification_metrics
+
+    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
+    return classification_metrics(gold, pred, data_m["labels"])
+
+
 def export_formats(cfg, folder, model_out, test) -> dict:
     from verticalize.tasks.classification.runtimes import measure_onnx
 
@@ -139,6 +147,7 @@ plugin = TaskPlugin(
     train=train,
     workload=workload,
     evaluate=evaluate,
+    score_predictions=score_predictions,
     render_report=render_classification,
     export_formats=export_formats,
     export_labels=export_labels,

@@ -127,6 +127,15 @@ def evaluate(cfg, folder, data_m, train_m, test, out_dir):
     return evaluate_multilabel(cfg, folder, data_m, train_m, test, out_dir)
 
 
+def score_predictions(cfg: Config, rows: list[dict], data_m: dict) -> dict:
+    """The model's metrics on some rows of predictions.jsonl."""
+    from verticalize.tasks.multilabel.metrics import indicator, multilabel_metrics
+
+    labels = data_m["labels"]
+    gold, pred = [r["gold"] for r in rows], [r["pred"] for r in rows]
+    return multilabel_metrics(indicator(gold, labels), indicator(pred, labels), labels)
+
+
 def export_labels(cfg: Config, model_out: Path, data_m: dict) -> list[str]:
     """The sigmoid outputs' order."""
     id2label = json.loads((model_out / "config.json").read_text("utf-8"))["id2label"]
@@ -188,6 +197,7 @@ plugin = TaskPlugin(
     train=train,
     workload=workload,
     evaluate=evaluate,
+    score_predictions=score_predictions,
     render_report=render_multilabel,
     export_labels=export_labels,
     card_usage=card_usage,

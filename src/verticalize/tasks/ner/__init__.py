@@ -75,6 +75,16 @@ def evaluate(cfg, folder, data_m, train_m, test, out_dir):
     return evaluate_ner(cfg, folder.model_dir, test, fit_on, out_dir)
 
 
+def score_predictions(cfg: Config, rows: list[dict], data_m: dict) -> dict:
+    """Entity scores on some rows of predictions.jsonl (token accuracy needs the words)."""
+    from verticalize.tasks.ner.metrics import entity_scores
+
+    def tuples(spans: list) -> list[tuple]:
+        return [(s[2], s[0], s[1]) for s in spans]  # as model.entity_tuples, without torch
+
+    return entity_scores([tuples(r["gold"]) for r in rows], [tuples(r["pred"]) for r in rows])
+
+
 def export_labels(cfg: Config, model_out: Path, data_m: dict) -> list[str]:
     """The entity types."""
     return list(data_m.get("labels") or [])
@@ -129,6 +139,7 @@ plugin = TaskPlugin(
     train=train,
     workload=workload,
     evaluate=evaluate,
+    score_predictions=score_predictions,
     render_report=render_ner_html,
     export_labels=export_labels,
     card_usage=card_usage,

@@ -104,6 +104,17 @@ def evaluate(cfg, folder, data_m, train_m, test, out_dir):
     return evaluate_regression(cfg, folder, data_m, train_m, test, out_dir)
 
 
+def score_predictions(cfg: Config, rows: list[dict], data_m: dict) -> dict:
+    """The model's metrics on some rows of predictions.jsonl, on the scale the report uses
+    (log1p of the values with regression.transform: log1p)."""
+    from verticalize.tasks.regression.metrics import regression_metrics
+    from verticalize.tasks.regression.model import Scale
+
+    scale = Scale(transform=settings_of(cfg).transform)
+    gold = scale.forward([r["gold"] for r in rows])
+    return regression_metrics(gold, scale.forward([r["pred"] for r in rows]))
+
+
 def card_usage(cfg: Config, info: dict) -> list[str]:
     python = [
         "from verticalize.tasks.regression.serving import Regressor",
@@ -180,6 +191,7 @@ plugin = TaskPlugin(
     train=train,
     workload=workload,
     evaluate=evaluate,
+    score_predictions=score_predictions,
     card_usage=card_usage,
     card_words="text regression",
     pipeline_tag="text-classification",  # the Hub's tag for sequence models, one output too
