@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from verticalize.errors import VerticalizeError
 from verticalize.web.pages import project, render, root
 from verticalize.web.playground_chat import MAX_CHARS, MAX_NEW_TOKENS, conversation, local_chat
-from verticalize.web.playground_models import predict_text, project_model
+from verticalize.web.playground_models import chats, predict_text, project_model
 from verticalize.web.playground_remote import Service
 from verticalize.web.playground_view import result_view
 from verticalize.web.projects import Project, find_projects
@@ -62,8 +62,8 @@ def try_predict(request: Request, key: str, text: str = Form("")):
     thread: the first call loads the model)."""
     p, (folder, task) = _trained(request, key)
     text = _text(text)
-    if task == "generation":
-        raise HTTPException(422, "task: this is a generation model. Fix: use the chat.")
+    if chats(task):
+        raise HTTPException(422, f"task: this is a {task} model that chats. Fix: use the chat.")
     try:
         result = predict_text(folder, task, text)
     except VerticalizeError as e:
@@ -83,11 +83,11 @@ async def try_chat(
 ):
     """The answer of the project's generation model, streamed as server-sent events."""
     _, (folder, task) = await run_in_threadpool(_trained, request, key)
-    if task != "generation":
+    if not chats(task):
         raise HTTPException(422, f"task: this is a {task} model. Fix: use the text form.")
     chat = conversation(messages, _text(text), system)
     try:
-        events = await local_chat(folder, chat, *_settings(max_tokens, temperature))
+        events = await local_chat(folder, task, chat, *_settings(max_tokens, temperature))
     except VerticalizeError as e:
         raise HTTPException(422, str(e)) from None
     return StreamingResponse(events, media_type="text/event-stream", headers=STREAM_HEADERS)
@@ -111,7 +111,7 @@ async def try_remote(
     handed_over = False
     try:
         task, version = await service.task()
-        if task == "generation":
+        if chats(task):
             chat = conversation(messages, text, system)
             events = await service.chat(chat, *_settings(max_tokens, temperature))
             handed_over = True  # the stream closes the connection when it ends

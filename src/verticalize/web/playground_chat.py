@@ -54,7 +54,7 @@ def conversation(history: str, text: str, system: str = "") -> list[dict]:
 
 
 async def local_chat(
-    folder: Path, messages: list[dict], max_tokens: int, temperature: float
+    folder: Path, task: str, messages: list[dict], max_tokens: int, temperature: float
 ) -> AsyncIterator[str]:
     """Load the model (in a thread), check the prompt (422s come before the stream starts),
     and return the event stream of the answer."""
@@ -62,7 +62,7 @@ async def local_chat(
 
     from verticalize.serve.generation import GenRequest, PromptError
 
-    loaded = await run_in_threadpool(CACHE.get, folder, "generation")
+    loaded = await run_in_threadpool(CACHE.get, folder, task)
     engine = loaded.engine
     try:
         prompt = engine.chat_prompt(messages)

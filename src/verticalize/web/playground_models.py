@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from verticalize.errors import VerticalizeError
+from verticalize.plugins import get_task
 from verticalize.web.projects import Project, run_dir
 
 CACHE_SIZE = 2  # loaded models kept per console process: each can take hundreds of MB
@@ -75,8 +76,17 @@ class ModelCache:
             return loaded
 
 
+def chats(task: str) -> bool:
+    """Whether the task's model answers as a chat: its plugin serves no /v1/<route> (an
+    unknown task, e.g. a remote service's plugin not installed here, does not)."""
+    try:
+        return not get_task(task).routes
+    except VerticalizeError:
+        return False
+
+
 def _load(folder: Path, task: str) -> Loaded:
-    if task == "generation":
+    if chats(task):
         from verticalize.serve.engines import load_engine
 
         return Loaded(task, engine=load_engine(folder, task))
