@@ -206,29 +206,25 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                 f"{cfg.source_file}: only {len(facts)} usable records; the train or test split "
                 "is empty. Fix: add data, or lower data.split.test / data.split.validation."
             )
+        set_aside = dict.fromkeys(
+            conflicted, ("conflicting_labels", "an exact copy carries another label")
+        ) | dict.fromkeys(
+            superseded,
+            ("superseded_by_review", "a reviewed source holds this text with the expert's label"),
+        )
         after = DataStats()
         writer = SplitWriter(out_dir, cfg, base, processor, split_of, fold_of, after)
         with open(work / "clean.jsonl", encoding="utf-8") as fh:
             for line in fh:
                 rec = json.loads(line)
-                if rec["id"] in conflicted:
+                if (why := set_aside.get(rec["id"])) is not None:
                     quarantine.put(
                         t_conflicts,
-                        "conflicting_labels",
+                        why[0],
                         processor.scrub(rec),
                         field="label",
                         value=rec["label"],
-                        detail="an exact copy carries another label",
-                    )
-                    continue
-                if rec["id"] in superseded:
-                    quarantine.put(
-                        t_conflicts,
-                        "superseded_by_review",
-                        processor.scrub(rec),
-                        field="label",
-                        value=rec["label"],
-                        detail="a reviewed source holds this text with the expert's label",
+                        detail=why[1],
                     )
                     continue
                 t_conflicts.n_out += 1

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 
 from verticalize.errors import VerticalizeError
 from verticalize.web import data_views, evaluation, playground, registry_page, review, tracked
+from verticalize.web.filecache import while_unchanged
 from verticalize.web.forms import create_project, form_fields
 from verticalize.web.jobs import STAGES, JobStore, Ticker
 from verticalize.web.live import live_state, metric_rows
@@ -228,24 +229,16 @@ def _warm(folder: Path) -> None:
         pass
 
 
-_SUMMARIES: dict[Path, tuple[tuple[int, int], str | None]] = {}
-
-
 def report_summary(path: Path) -> str | None:
     """The verdict line of an eval report, kept while the file is unchanged."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    known = _SUMMARIES.get(path)
-    if known is None or known[0] != stamp:
+
+    def read() -> str | None:
         try:
-            summary = json.loads(path.read_text(encoding="utf-8")).get("summary")
+            return json.loads(path.read_text(encoding="utf-8")).get("summary")
         except (OSError, json.JSONDecodeError, AttributeError):
-            summary = None
-        known = _SUMMARIES[path] = (stamp, summary)
-    return known[1]
+            return None
+
+    return while_unchanged(("summary", path), (path,), read)
 
 
 def _event(name: str, data: dict) -> str:

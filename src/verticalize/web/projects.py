@@ -12,6 +12,7 @@ from fastapi import HTTPException
 from verticalize import api
 from verticalize.config import Config
 from verticalize.errors import VerticalizeError
+from verticalize.web.filecache import while_unchanged
 
 CONFIG_NAME = "verticalize.yaml"
 # runs and MLflow's folders hold copies of configs (mlartifacts/…/config/verticalize.yaml)
@@ -64,21 +65,11 @@ def get_project(root: Path, key: str) -> Project:
     return Project(key or ".", folder, config)
 
 
-_LOADED: dict[Path, tuple[tuple[int, int], Config]] = {}
-
-
 def load(path: Path) -> Config:
     """api.load of a project's YAML, kept while the file is unchanged (a page over 50 projects
     would otherwise validate 50 configs per request). Failures are never kept: a missing
     source file may appear."""
-    stat = path.stat()
-    stamp = (stat.st_mtime_ns, stat.st_size)
-    known = _LOADED.get(path)
-    if known is not None and known[0] == stamp:
-        return known[1]
-    cfg = api.load(path)
-    _LOADED[path] = (stamp, cfg)
-    return cfg
+    return while_unchanged(("config", path), (path,), lambda: api.load(path))
 
 
 def run_dir(project: Project) -> Path | None:

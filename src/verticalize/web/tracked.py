@@ -19,6 +19,7 @@ from verticalize.mlflow_store import tracking_uri as registry_store
 from verticalize.runfolder import RunFolder
 from verticalize.train.tracking import TRACKING_FILE, tracking_target
 from verticalize.web import compare_view
+from verticalize.web.filecache import while_unchanged
 from verticalize.web.pages import render, root
 from verticalize.web.projects import Project, find_projects, load, run_dir
 
@@ -148,9 +149,6 @@ def _key_prefix(key: str) -> str:
     return "" if key == "." else f"{key}/"
 
 
-_STORES: dict[tuple[str, str], tuple[tuple, list[dict]]] = {}
-
-
 def store_cached(kind: str, uri: str, fetch) -> list[dict]:
     """fetch() (an MLflow query of the store at `uri`), kept while an SQLite store's files are
     unchanged: opening a client and searching costs ~0.5 s, and the runs and registry pages
@@ -158,14 +156,7 @@ def store_cached(kind: str, uri: str, fetch) -> list[dict]:
     db = sqlite_path(uri)
     if db is None:
         return fetch()
-    stamp = tuple(
-        (f.stat().st_mtime_ns, f.stat().st_size) if f.exists() else None
-        for f in (db, db.with_name(db.name + "-wal"))
-    )
-    known = _STORES.get((kind, uri))
-    if known is None or known[0] != stamp:
-        known = _STORES[(kind, uri)] = (stamp, fetch())
-    return known[1]
+    return while_unchanged((kind, uri), (db, db.with_name(db.name + "-wal")), fetch)
 
 
 def store_runs(uri: str) -> list[dict]:
