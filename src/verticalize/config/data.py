@@ -218,8 +218,20 @@ class CleanConfig(Section):
 
 class NearDedupConfig(Section):
     enabled: bool = False
-    threshold: float = Field(0.5, gt=0.0, le=1.0, description="Jaccard of character n-grams.")
-    ngram: int = Field(3, ge=1, le=10, description="Character n-gram size (shingles).")
+    threshold: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Jaccard of the n-gram sets at which two records are near-duplicates; "
+        "default: each script's own (measured by bench/dedup.py).",
+    )
+    ngram: int | None = Field(
+        None,
+        ge=1,
+        le=10,
+        description="n-gram size in the script's units: CJK characters, words elsewhere; "
+        "default: each script's own.",
+    )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     action: Literal["drop", "group"] = Field(
         "drop", description="drop = keep one record per cluster; group = keep all in one split."

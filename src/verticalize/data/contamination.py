@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -29,16 +28,13 @@ import numpy as np
 
 from verticalize.config import CleanConfig, ContaminationConfig, Source
 from verticalize.data.clean import normalize_text
-from verticalize.data.rules import SCRIPT_RANGES
+from verticalize.data.units import is_cjk, units
 from verticalize.errors import DataError
 from verticalize.source_paths import resolve
 
 UNIT = "word (Latin and other spaced scripts) / character (Han, kana)"
 MAX_LISTED = 200  # records listed in the manifest; contamination.jsonl has every one
 PART_BYTES = 1 << 20  # reference text per partition: what one join holds in memory
-_CJK = SCRIPT_RANGES["han"] + SCRIPT_RANGES["kana"]
-_UNITS = re.compile(f"[^\\W_{_CJK}]+|[{_CJK}]")
-_CJK_CHAR = re.compile(f"[{_CJK}]")
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd: the polynomial hash below loses no bits
 _CHUNK = 1 << 16  # units hashed together (a few MB of arrays)
 _REF = np.dtype([("h", "<u8"), ("rec", "<u4")])
@@ -48,17 +44,11 @@ _NONE = np.iinfo(np.uint32).max
 Texts = Callable[[], Iterator[tuple[object, str]]]  # (key, text) of each record, re-readable
 
 
-def units(text: str) -> list[str]:
-    """The units n-grams are made of: each Han / kana character, each other word, casefolded
-    as dedup does (its whitespace collapse cannot change units: whitespace is none)."""
-    return _UNITS.findall(text.casefold())
-
-
 def ngram_text(window: Iterable[str]) -> str:
     """Units back to readable text: CJK characters joined, words spaced."""
     out, prev_cjk = "", True
     for u in window:
-        cjk = bool(_CJK_CHAR.fullmatch(u))
+        cjk = is_cjk(u)
         out += u if not out or (cjk and prev_cjk) else " " + u
         prev_cjk = cjk
     return out

@@ -33,9 +33,10 @@ class Deduplicator:
         self.near_clusters: dict[str, dict] = {}
         self.parent: dict[str, str] = {}
         if self.near is not None:
-            from verticalize.data.near_dedup import NearDupIndex
+            from verticalize.data.near_dedup import NearDupIndex, shingling
 
-            self.index = NearDupIndex(self.near.threshold, self.near.ngram, self.near.num_perm)
+            self.settings = shingling(self.near.threshold, self.near.ngram)
+            self.index = NearDupIndex(self.settings, self.near.num_perm)
 
     def offer(self, rec: dict, sig=None, key: str | None = None) -> tuple[str, str] | None:
         """None when the record is kept, else (reason, id of the record it duplicates).
@@ -86,6 +87,13 @@ class Deduplicator:
             self.union(rec["id"], "group:" + rec["group"])
         return None
 
+    def near_settings(self) -> dict | None:
+        """The near-dup config as the manifest records it, with each script's settings."""
+        if self.near is None:
+            return None
+        by_script = {script: vars(s) for script, s in self.settings.items()}
+        return self.near.model_dump() | {"by_script": by_script}
+
     def conflicted(self) -> set[str]:
         """First copies whose exact cluster turned out to carry different labels."""
         return {c["kept"] for c in self.exact_clusters.values() if c["conflict"]}
@@ -115,10 +123,15 @@ class Deduplicator:
             kept = None if c["conflict"] else first
             dropped = c["dropped"] + ([first] if c["conflict"] else [])
             rows.append({"kind": "exact", "kept": kept, "dropped": dropped, "why": why})
+        from verticalize.data.near_dedup import UNIT_NAMES
+
         for rep, c in self.near_clusters.items():
+            how = "; ".join(
+                f"{script}: Jaccard of {s.ngram}-grams of {UNIT_NAMES[script]} >= {s.threshold}"
+                for script, s in self.settings.items()
+            )
             why = (
-                f"near-duplicates (Jaccard of character {self.near.ngram}-grams >= "
-                f"{self.near.threshold}): the earliest record is kept; members with another "
+                f"near-duplicates ({how}): the earliest record is kept; members with another "
                 "label are kept in its group so they land in the same split"
             )
             rows.append({"kind": "near", "kept": rep, **c, "why": why})

@@ -95,10 +95,11 @@ class RecordProcessor:
             return self._drop(rec, "clean", problem, "text", len(rec["text"]), why)
         out = Outcome(rec, text_key=text_key(rec["text"]))
         if self.cfg.dedup.near.enabled:  # before masking: masks must not make texts look alike
-            from verticalize.data.near_dedup import signature
+            from verticalize.data.near_dedup import shingling, signature
 
             near = self.cfg.dedup.near
-            out.signature = signature(rec["text"], near.ngram, near.num_perm)
+            settings = shingling(near.threshold, near.ngram)
+            out.signature = signature(rec["text"], settings, near.num_perm)
         if self.masker is not None:
             before = set(self.masker.vault)
             rec = self.masker.apply_to_record(rec, self.cfg.pii.fields)

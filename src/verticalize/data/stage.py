@@ -360,7 +360,7 @@ def _extras(cfg, out_dir, annotated, pii_counts, vault, writer, dedup) -> dict:
         "dedup": {
             "exact_clusters": len(dedup.exact_clusters),
             "near_clusters": len(dedup.near_clusters),
-            "near": d.dedup.near.model_dump() if d.dedup.near.enabled else None,
+            "near": dedup.near_settings(),
         }
     }
     if annotated:
