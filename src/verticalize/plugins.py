@@ -110,6 +110,9 @@ class TaskPlugin:
     # (cfg) -> sub-folders of train/ holding metrics.jsonl, in order ("" = train/ itself)
     train_logs: Callable[[Config], list[str]] = lambda cfg: [""]
     lm_logits: bool = False  # a causal LM: full-vocabulary logits dominate memory (plan)
+    # an encoder task whose fine-tuning loads model.base: `pretrain: true` sources are kept
+    # out of its splits and feed masked-LM training first (train.continued_pretraining)
+    masked_lm: bool = False
     # --- plan (P3) ---
     # (cfg, train records, validation records, labels) -> plan.workload.Workload
     workload: Callable[..., Any] | None = None

@@ -91,8 +91,10 @@ from verticalize.config.serving import (
 from verticalize.config.tasks import GenerationConfig, NerConfig
 from verticalize.config.train import (
     TRAIN_RUNTIME_FIELDS,
+    ContinuedPretrainingConfig,
     DistributedConfig,
     EarlyStopping,
+    PretrainSetupError,
     TrainConfig,
 )
 from verticalize.config.tune import SearchParam, TuneConfig
@@ -151,7 +153,9 @@ __all__ = [
     "VirtualTokensConfig",
     # train
     "TRAIN_RUNTIME_FIELDS",
+    "ContinuedPretrainingConfig",
     "DistributedConfig",
+    "PretrainSetupError",
     "EarlyStopping",
     "TrainConfig",
     # eval and metric names

@@ -100,7 +100,10 @@ class Source(Section):
         "fields (Python format strings, e.g. '{review:.400}' keeps 400 characters).",
     )
     pretrain: bool = Field(
-        False, description="generation: unlabelled domain text for continued pre-training."
+        False,
+        description="Unlabelled domain text for continued pre-training: generation's "
+        "continued_pretraining stage, or an encoder task's masked-LM training "
+        "(train.continued_pretraining), kept out of its splits in data/pretrain.jsonl.",
     )
     tag_scheme: Literal["auto", "bio", "iob1", "bioes", "bmes"] = Field(
         "auto",
@@ -438,7 +441,7 @@ class DataConfig(Section):
         description="Secret key for pseudonyms and encryption; must live outside the run folder. "
         "Created (mode 600) when missing.",
     )
-    sensitive: list[Literal["train", "validation", "test", "quarantine"]] = Field(
+    sensitive: list[Literal["train", "validation", "test", "quarantine", "pretrain"]] = Field(
         [], description="Outputs written AES-256-GCM encrypted as <name>.jsonl.enc."
     )
     engine: Literal["local", "ray"] = "local"

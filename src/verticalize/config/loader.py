@@ -15,6 +15,7 @@ from verticalize.config.data import SourceKindError
 from verticalize.config.evaluate import BaselineError, LabelError, MetricError
 from verticalize.config.schema import Config, config_model, validate_config
 from verticalize.config.serving import ServeConfig, ServeOnlyConfig
+from verticalize.config.train import PretrainSetupError
 from verticalize.errors import ConfigError
 
 # ---------------------------------------------------------------- loading + error messages
@@ -123,7 +124,7 @@ def format_validation_error(
             loc, value = ctx_err.loc, ctx_err.value
             msg = f"label {value!r} is not in the label set {ctx_err.labels}"
             fix = "use one of those labels, or add it to data.labels"
-        elif isinstance(ctx_err, SourceKindError | BaselineError):
+        elif isinstance(ctx_err, SourceKindError | BaselineError | PretrainSetupError):
             loc, value = ctx_err.loc, ctx_err.value
             msg, fix = str(ctx_err), ctx_err.fix
         elif isinstance(ctx_err, MetricError):

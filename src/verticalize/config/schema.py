@@ -15,7 +15,7 @@ from verticalize.config.evaluate import BaselineError, EvalConfig
 from verticalize.config.model import ModelConfig
 from verticalize.config.serving import ExportConfig, RegistryConfig, ServeConfig
 from verticalize.config.tasks import GenerationConfig, NerConfig
-from verticalize.config.train import TrainConfig
+from verticalize.config.train import PretrainSetupError, TrainConfig
 from verticalize.config.tune import TuneConfig
 from verticalize.plugins import get_task, task_names
 
@@ -69,8 +69,11 @@ class Config(Section):
             kinds = [k for k in ("chat", "templates", "pretrain") if getattr(src, k)]
             if plugin.source_kinds and len(kinds) != 1:
                 raise SourceKindError(("data", "sources", i), kinds, True, self.task)
+            if plugin.masked_lm and kinds == ["pretrain"]:  # masked-LM text (T6)
+                continue
             if not plugin.source_kinds and kinds:
                 raise SourceKindError(("data", "sources", i, kinds[0]), kinds, False, self.task)
+        _check_continued_pretraining(self, plugin.masked_lm)
         if self.model.method not in plugin.methods:
             takers = [n for n in task_names() if self.model.method in get_task(n).methods]
             raise ValueError(
@@ -118,6 +121,48 @@ class Config(Section):
         """The task plugin's own YAML section (TaskPlugin.section), or None."""
         plugin = get_task(self.task)
         return getattr(self, plugin.section[0]) if plugin.section else None
+
+
+def _check_continued_pretraining(cfg: Config, masked_lm: bool) -> None:
+    """`pretrain: true` sources of an encoder task and train.continued_pretraining come
+    together; generation pre-trains through generation.stages instead."""
+    section = cfg.train.continued_pretraining
+    loc = ("train", "continued_pretraining")
+    if section is not None and not masked_lm:
+        takers = [n for n in task_names() if get_task(n).masked_lm]
+        raise PretrainSetupError(
+            loc,
+            section.model_dump(),
+            f"masked-LM continued pre-training is for the encoder tasks ({', '.join(takers)}),"
+            f" not task: {cfg.task}",
+            "remove train.continued_pretraining"
+            + (
+                "; generation pre-trains with generation.stages: [continued_pretraining, sft]"
+                if get_task(cfg.task).source_kinds
+                else ""
+            ),
+        )
+    if not masked_lm:
+        return
+    sources = [i for i, s in enumerate(cfg.data.sources) if s.pretrain]
+    if section is not None and not sources:
+        raise PretrainSetupError(
+            loc,
+            section.model_dump(),
+            "continued pre-training is on but no data source has `pretrain: true`, so there "
+            "is no unlabelled text to pre-train on",
+            "add a source of unlabelled domain text with `pretrain: true` to data.sources, or "
+            "remove train.continued_pretraining",
+        )
+    if section is None and sources:
+        raise PretrainSetupError(
+            ("data", "sources", sources[0], "pretrain"),
+            True,
+            f"a `pretrain: true` source is unlabelled text for masked-LM continued "
+            f"pre-training, which is off for task: {cfg.task}",
+            "turn it on with `train: {continued_pretraining: {epochs: 1}}`, or remove the "
+            "source (or its `pretrain: true`)",
+        )
 
 
 def _or_list(items) -> str:

@@ -33,6 +33,31 @@ class DistributedConfig(Section):
     timeout_s: int = Field(1800, ge=10, description="Collective-operation timeout.")
 
 
+class ContinuedPretrainingConfig(Section):
+    """Masked-LM training of an encoder on the `pretrain: true` sources before the task's
+    fine-tuning (domain-adaptive pre-training); the fine-tuning starts from its weights."""
+
+    epochs: int = Field(1, ge=1)
+    lr: float | None = Field(None, gt=0, description="Default: train.lr.")
+    mask_prob: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of tokens masked (80% <mask>, 10% random)."
+    )
+    max_length: int | None = Field(
+        None, gt=0, le=8192, description="Tokens per text (longer are cut); default: model."
+    )
+    max_records: int | None = Field(
+        None, ge=2, description="Train on a seeded sample of at most N pretrain records."
+    )
+
+
+class PretrainSetupError(ValueError):
+    """`pretrain: true` sources and train.continued_pretraining do not fit together."""
+
+    def __init__(self, loc: tuple, value, msg: str, fix: str):
+        self.loc, self.value, self.fix = loc, value, fix
+        super().__init__(msg)
+
+
 class TrainConfig(Section):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=1)
@@ -104,6 +129,11 @@ class TrainConfig(Section):
         None, gt=0, description="Memory this run may use. Default: what is available now."
     )
     distributed: DistributedConfig = DistributedConfig()
+    continued_pretraining: ContinuedPretrainingConfig | None = Field(
+        None,
+        description="Encoder tasks: masked-LM training on the `pretrain: true` sources "
+        "before fine-tuning, e.g. {epochs: 1}; None = off. (generation: generation.stages.)",
+    )
 
 
 # Fields that change how a run is watched or launched, not what it learns.

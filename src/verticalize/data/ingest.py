@@ -130,6 +130,8 @@ def _records(index, src, res, cfg, tally, quarantine, task, section, encodings) 
             rid = f"{rid}.{repeat}"
         if src.chat or src.templates or src.pretrain:
             made = list(_generation_records(rid, src, res, fields, where, cfg, tally, quarantine))
+            if src.pretrain and plugin.masked_lm:  # an encoder task's text carries no label
+                made = [{**rec, "label": None} for rec in made]
             tally.added += max(len(made) - 1, 0)  # templates make several records of one row
             yield from made
             continue

@@ -160,6 +160,8 @@ def encrypt_outputs(cfg: Config, out_dir: Path, key: bytes | None) -> None:
 
     for name in cfg.data.sensitive:
         plain = out_dir / f"{name}.jsonl"
+        if not plain.is_file():  # pretrain.jsonl: only encoder tasks with pretrain sources
+            continue
         encrypt_file(plain, out_dir / f"{name}.jsonl.enc", derive_key(key, "files"))
         plain.unlink()
 

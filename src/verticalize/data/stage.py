@@ -18,13 +18,14 @@ from pathlib import Path
 
 from verticalize.config import Config
 from verticalize.data.clean import normalize_text
-from verticalize.data.dedup import Deduplicator
+from verticalize.data.dedup import Deduplicator, text_key
 from verticalize.data.engine import map_records
 from verticalize.data.ingest import bad_record_error, iter_sources
 from verticalize.data.manifest import Quarantine, StepTally
 from verticalize.data.outputs import SplitWriter, encrypt_outputs, resolve_path, run_key
 from verticalize.data.pii import resolve_pii_paths
 from verticalize.data.pii_custom import custom_detectors
+from verticalize.data.pretrain_text import PretrainText, pretrain_prefixes
 from verticalize.data.process import STEPS, RecordProcessor
 from verticalize.data.report import DataStats, write_data_report
 from verticalize.data.sources import file_digest
@@ -117,6 +118,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         kept_facts: list[tuple[str, str | None]] = []  # (id, label) of each kept record
         entity_types: set[str] = set()  # NER: the span types of the kept records
         plugin = get_task(cfg.task)
+        aside = pretrain_prefixes(cfg)  # an encoder task's masked-LM text: not in the splits
+        pretrain = PretrainText(work, d.dedup.exact) if aside else None
 
         def keep(rec: dict, sig, key_, fh) -> None:
             hit = dedup.offer(rec, sig, key_)
@@ -175,7 +178,9 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     merged["annotations"] += rec["annotations"]
                     continue
                 rec = _resolve(rec, annotated, tallies["agreement"], quarantine)
-                if rec is not None and _has_label(rec, cfg, tallies["labels"], quarantine):
+                if rec is not None and aside and rec["id"].startswith(aside):
+                    pretrain.offer(rec, quarantine)
+                elif rec is not None and _has_label(rec, cfg, tallies["labels"], quarantine):
                     keep(rec, out.signature, out.text_key, fh)
             for rec in items.values():
                 rec = _resolve(rec, annotated, tallies["agreement"], quarantine)
@@ -214,6 +219,7 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         )
         after = DataStats()
         writer = SplitWriter(out_dir, cfg, base, processor, split_of, fold_of, after)
+        held_out: dict[str, tuple[str, str]] = {}  # text key -> (split, id), for pretrain text
         with open(work / "clean.jsonl", encoding="utf-8") as fh:
             for line in fh:
                 rec = json.loads(line)
@@ -229,7 +235,10 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
                     continue
                 t_conflicts.n_out += 1
                 writer.write(rec)
+                if pretrain is not None and (split := split_of[rec["id"]]) != "train":
+                    held_out.setdefault(text_key(rec["text"]), (split, rec["id"]))
         t_augment = writer.close()
+        n_pretrain = pretrain.write(out_dir, held_out, quarantine) if pretrain else 0
     steps = [t_ingest, *tallies.values(), t_exact, t_near, t_conflicts]
     enabled = {
         "pii": d.pii.enabled,
@@ -242,6 +251,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
     steps = [t for t in steps if enabled.get(t.step, True)]
     if t_augment is not None:
         steps.append(t_augment)
+    if pretrain is not None:
+        steps.append(pretrain.tally)
     dropped: Counter = Counter()
     for t in steps:
         dropped.update(t.dropped)
@@ -262,13 +273,14 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
         "name": cfg.name,
         "in": t_ingest.n_in + t_ingest.added,  # rows read, plus records templates made
         "rows_read": t_ingest.n_in,
-        "out": sum(writer.counts.values()),
+        "out": sum(writer.counts.values()) + n_pretrain,
         "dropped": dict(dropped),
         "steps": [t.as_dict() for t in steps],
         "labels": labels,
         "splits": dict(writer.counts),
         "label_counts": {s: dict(writer.label_counts[s]) for s in SPLITS},
         "augmented": {"train": t_augment.added} if t_augment is not None else {},
+        **({"pretrain": {"file": "pretrain.jsonl", "records": n_pretrain}} if aside else {}),
         "split_config": {**d.split.model_dump(), "seed": cfg.seed},
         "sources": provenance,
         "quarantined": quarantine.count,
@@ -281,6 +293,8 @@ def _run(cfg: Config, folder: RunFolder, out_dir: Path, work: Path, fp: str, sta
     write_data_report(manifest, before.as_dict(), after.as_dict(), out_dir / "report.html")
     manifest = folder.write_manifest("data", manifest)
     outputs = {n: str(out_dir / f"{n}.jsonl") for n in SPLITS}
+    if aside:
+        outputs["pretrain"] = str(out_dir / "pretrain.jsonl")
     return StageResult("data", skipped=False, manifest=manifest, outputs=outputs)
 
 

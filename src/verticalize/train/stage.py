@@ -65,9 +65,17 @@ def run(cfg: Config, folder: RunFolder, force: bool = False) -> StageResult:
 
 def _train(cfg, folder, out_dir, data_manifest, fp, tracker) -> StageResult:
     check = memory_check(cfg)
+    task_cfg, pretrained = cfg, None
+    if cfg.train.continued_pretraining is not None:  # an encoder task's masked-LM step first
+        from verticalize.train.continued_pretraining import pretrain_encoder
+
+        task_cfg, pretrained = pretrain_encoder(cfg, folder, out_dir, tracker, check)
+        set_seed(cfg.seed)  # the task's head starts as it would without the step
     fields = get_task(cfg.task).hook("train", "be trained")(
-        cfg, folder, out_dir, data_manifest.get("labels") or [], tracker, check
+        task_cfg, folder, out_dir, data_manifest.get("labels") or [], tracker, check
     )
+    if pretrained is not None:  # lineage names the base; the step says what it added
+        fields = {**fields, "base_model": cfg.model.base, "continued_pretraining": pretrained}
     if not is_main_process():  # rank 0 writes the model and the manifest
         return StageResult("train", skipped=False, manifest={})
     manifest = folder.write_manifest(

@@ -145,6 +145,7 @@ plugin = TaskPlugin(
     target_detail="classification needs a label on every record",
     min_classes=2,
     train=train,
+    masked_lm=True,
     workload=workload,
     evaluate=evaluate,
     score_predictions=score_predictions,

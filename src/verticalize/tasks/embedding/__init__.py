@@ -195,6 +195,7 @@ plugin = TaskPlugin(
     split_group=lambda record: record.get("label"),  # all queries of a passage, one split
     fingerprint_sections=lambda cfg: [settings_of(cfg).model_dump(mode="json", exclude={"corpus"})],
     train=train,
+    masked_lm=True,
     workload=workload,
     evaluate=evaluate,
     eval_sections=lambda cfg: [

@@ -195,6 +195,7 @@ plugin = TaskPlugin(
     fingerprint_sections=lambda cfg: [cfg.task_section().model_dump(mode="json")],
     data_sections=lambda cfg: [cfg.task_section().model_dump(mode="json")],  # parse_label reads it
     train=train,
+    masked_lm=True,
     workload=workload,
     evaluate=evaluate,
     score_predictions=score_predictions,

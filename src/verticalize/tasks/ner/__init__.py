@@ -137,6 +137,7 @@ plugin = TaskPlugin(
     labels_of=lambda labels, entity_types: sorted(entity_types),
     fingerprint_sections=lambda cfg: [cfg.ner.model_dump(mode="json")],
     train=train,
+    masked_lm=True,
     workload=workload,
     evaluate=evaluate,
     score_predictions=score_predictions,

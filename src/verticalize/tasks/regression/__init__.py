@@ -189,6 +189,7 @@ plugin = TaskPlugin(
     min_classes=0,
     fingerprint_sections=lambda cfg: [settings_of(cfg).model_dump(mode="json")],
     train=train,
+    masked_lm=True,
     workload=workload,
     evaluate=evaluate,
     score_predictions=score_predictions,
