@@ -252,3 +252,30 @@ def test_substitution_attack_on_cjk_text_replaces_characters(tuned):
         diff = [(a, b) for a, b in zip(r["text"], r["attacked"], strict=True) if a != b]
         assert len(diff) == r["words_changed"] <= 2
         assert all(is_cjk_text(a) and is_cjk_text(b) for a, b in diff)
+
+
+@pytest.mark.slow
+def test_gradient_ranking_flips_as_often_as_deletion_with_far_fewer_forwards(tuned, data):
+    model, tok = tuned
+    _, test = data
+    texts_seen = []  # one entry per text the model reads (a batch of 24 counts 24)
+    hook = model.register_forward_hook(lambda m, args, out: texts_seen.append(len(out.logits)))
+    try:
+        runs = {}
+        for rank in ("gradient", "deletion"):
+            texts_seen.clear()
+            runs[rank] = substitution_attack(
+                model, tok, test, LABELS, MAX_LENGTH, n=12, details=True, rank=rank
+            )
+            runs[rank]["forwards"] = sum(texts_seen)
+    finally:
+        hook.remove()
+    grad, dele = runs["gradient"], runs["deletion"]
+    assert grad["rank"] == "gradient" and dele["rank"] == "deletion"
+    assert grad["n"] == dele["n"] == 12
+    # one forward + backward per text ranks its words; deletion needs one forward per word
+    # (~20 words a text here): at least 10 forwards a text saved, whatever the search after
+    assert grad["forwards"] <= dele["forwards"] - 12 * 10
+    assert grad["success_rate"] >= dele["success_rate"] - 0.25 and grad["success_rate"] > 0
+    assert_untouched(model, training=False)
+    assert all(r["words_changed"] <= 3 for r in grad["records"])

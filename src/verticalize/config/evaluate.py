@@ -61,6 +61,11 @@ class SubstitutionConfig(Section):
     max_words: int = Field(3, ge=1, description="Words an attack may replace per text.")
     candidates: int = Field(8, ge=1, description="Embedding neighbours tried per word.")
     n: int = Field(100, ge=1, description="Correctly classified test texts attacked.")
+    rank: Literal["gradient", "deletion"] = Field(
+        "gradient",
+        description="Word importance: gradient x input (one backward pass a text) or the "
+        "probability drop when the word is deleted (TextFooler; one forward a word).",
+    )
 
 
 class AdversarialConfig(Section):

@@ -137,7 +137,7 @@ def stress_tests(
         console.print(f"eval: greedy word substitution on up to {s.n} texts")
         with times.step("attack_substitution"):
             attacks["substitution"] = substitution_attack(
-                model, tokenizer, test, labels, n, s.max_words, s.candidates, s.n
+                model, tokenizer, test, labels, n, s.max_words, s.candidates, s.n, rank=s.rank
             )
     if attacks:
         out["adversarial"] = attacks
