@@ -123,16 +123,18 @@ class Deduplicator:
             kept = None if c["conflict"] else first
             dropped = c["dropped"] + ([first] if c["conflict"] else [])
             rows.append({"kind": "exact", "kept": kept, "dropped": dropped, "why": why})
+        if not self.near_clusters:
+            return rows
         from verticalize.data.near_dedup import UNIT_NAMES
 
+        how = "; ".join(
+            f"{script}: Jaccard of {s.ngram}-grams of {UNIT_NAMES[script]} >= {s.threshold}"
+            for script, s in self.settings.items()
+        )
+        why = (
+            f"near-duplicates ({how}): the earliest record is kept; members with another "
+            "label are kept in its group so they land in the same split"
+        )
         for rep, c in self.near_clusters.items():
-            how = "; ".join(
-                f"{script}: Jaccard of {s.ngram}-grams of {UNIT_NAMES[script]} >= {s.threshold}"
-                for script, s in self.settings.items()
-            )
-            why = (
-                f"near-duplicates ({how}): the earliest record is kept; members with another "
-                "label are kept in its group so they land in the same split"
-            )
             rows.append({"kind": "near", "kept": rep, **c, "why": why})
         return rows

@@ -40,6 +40,7 @@ class RecordProcessor:
         self.boilerplate = boilerplate
         self.user_dicts, self.stop_words = user_dicts, stop_words
         self._rules = self._masker = self._segmenter = None
+        self._near_settings = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_rules": None, "_masker": None, "_segmenter": None}
@@ -98,8 +99,9 @@ class RecordProcessor:
             from verticalize.data.near_dedup import shingling, signature
 
             near = self.cfg.dedup.near
-            settings = shingling(near.threshold, near.ngram)
-            out.signature = signature(rec["text"], settings, near.num_perm)
+            if self._near_settings is None:  # once per processor, not per record
+                self._near_settings = shingling(near.threshold, near.ngram)
+            out.signature = signature(rec["text"], self._near_settings, near.num_perm)
         if self.masker is not None:
             before = set(self.masker.vault)
             rec = self.masker.apply_to_record(rec, self.cfg.pii.fields)
