@@ -6,12 +6,13 @@ Both trainings start from the same weights and take the same optimizer steps ove
 conversations in the same order: the training conversations are shuffled once (seeded) and
 cut into groups of `batch` conversations, one group an optimizer step. The Trainer gets them
 in that order (`train_sampling_strategy="sequential"`, batch `batch`), padded to max_length;
-our loop gets each group packed into rows of `block_size` tokens, with the loss computed
+our loop gets each group packed into rows of `block_size` tokens (which its collate spreads
+evenly when a short last row would leave the batch mostly padding), with the loss computed
 from the hidden states at the supervised positions only (no full-vocabulary logits). Same
 learning rate, constant schedule, clipping and fused AdamW, and both normalise a step's loss
 by its supervised tokens, so the held-out losses (the same held-out conversations) compare.
-Peak RSS is measured in a fresh subprocess per method, so one does not inherit the other's
-high-water mark, with gradient checkpointing on for both (so the difference is what LoRA
+Peak RSS is the median of 3 fresh subprocesses per method (one does not inherit the other's
+high-water mark, and glibc's heap retention varies from process to process), with gradient checkpointing on for both (so the difference is what LoRA
 saves: gradients and AdamW states of the base weights).
 Last stdout line: one JSON object.
 """
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -161,6 +162,7 @@ def train_ours(
             [packed_row(b) for b in pack([seqs[i] for i in batch[0]["group"]], block_size)]
         )
 
+    padded = sum(collate([{"group": g}])["input_ids"].numel() for g in groups)
     recipe = replace(
         generation_recipe([], [], tok.pad_token_id, "ours"),  # held-out loss: afterwards
         items=items,
@@ -182,6 +184,7 @@ def train_ours(
     gc.collect()
     return {
         "rows": sum(rows_per_step),
+        "padded_positions": padded,
         "steps": outcome.steps,
         "seconds": seconds,
         # each step's time is 1 item / examples_per_s (no eval, no checkpoint)
@@ -274,12 +277,21 @@ def rss_child(method: str, steps: int, block_size: int) -> None:
     print(json.dumps({"method": method, "peak_rss_mb": peak, "max_step_rss_mb": max(step_rss)}))
 
 
-def peak_rss(method: str, steps: int, block_size: int) -> dict:
+def peak_rss(method: str, steps: int, block_size: int, repeats: int) -> dict:
+    """The median over `repeats` fresh children: glibc's heap keeps freed activation-sized
+    blocks by chance, which moves one child's peak by up to ~400 MB."""
     cmd = [sys.executable, __file__, "--rss-child", method, "--rss-steps", str(steps)]
-    done = subprocess.run(
-        cmd + ["--block-size", str(block_size)], stdout=subprocess.PIPE, text=True, check=True
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            cmd + ["--block-size", str(block_size)], stdout=subprocess.PIPE, text=True, check=True
+        )
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {
+        "peak_rss_mb": median(r["peak_rss_mb"] for r in runs),
+        "max_step_rss_mb": median(r["max_step_rss_mb"] for r in runs),
+        "samples_mb": [round(r["peak_rss_mb"], 1) for r in runs],
+    }
 
 
 def main() -> None:
@@ -293,6 +305,7 @@ def main() -> None:
     )
     p.add_argument("--rss-child", choices=["full", "lora"], help=argparse.SUPPRESS)
     p.add_argument("--rss-steps", type=int, default=4, help=argparse.SUPPRESS)
+    p.add_argument("--rss-repeats", type=int, default=3, help="fresh children per method")
     a = p.parse_args()
     if a.rss_child:
         os.environ["VERTICALIZE_QUIET"] = "1"
@@ -324,7 +337,7 @@ def main() -> None:
     log(f"baseline: {base['seconds']:.1f} s, held-out loss {base['loss']:.4f}")
 
     rss_block = 512
-    rss = {m: peak_rss(m, a.rss_steps, rss_block) for m in ("full", "lora")}
+    rss = {m: peak_rss(m, a.rss_steps, rss_block, a.rss_repeats) for m in ("full", "lora")}
     log(
         f"peak RSS: full {rss['full']['peak_rss_mb']:.0f} MB, lora {rss['lora']['peak_rss_mb']:.0f} MB"
     )
@@ -346,7 +359,7 @@ def main() -> None:
         "lr": LR,
         "ours_packed_rows": ours["rows"],
         "ours_steps": ours["steps"],
-        "ours_non_pad_share": round(tokens / (ours["rows"] * a.block_size), 4),
+        "ours_non_pad_share": round(tokens / ours["padded_positions"], 4),
         "same_order_and_steps": ours["steps"] == base["steps"] == len(groups),
         "baseline_padding": f"max_length ({MAX_LEN})",
         "baseline_batch_size": batch_size,
@@ -383,6 +396,8 @@ def main() -> None:
         "lora_over_full_rss": round(rss["lora"]["peak_rss_mb"] / rss["full"]["peak_rss_mb"], 3),
         "full_max_step_rss_mb": round(rss["full"]["max_step_rss_mb"], 1),
         "lora_max_step_rss_mb": round(rss["lora"]["max_step_rss_mb"], 1),
+        "full_peak_rss_samples_mb": rss["full"]["samples_mb"],
+        "lora_peak_rss_samples_mb": rss["lora"]["samples_mb"],
         "seconds": round(time.perf_counter() - started, 1),
         # above the torch thread count: something else competed for the cores
         "load_avg_1_5_15m_end": [round(x, 2) for x in os.getloadavg()],

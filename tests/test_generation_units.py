@@ -16,6 +16,7 @@ from verticalize.models.text_batches import bucketed_order
 from verticalize.tasks.generation.lm import (
     IGNORE,
     Encoded,
+    balance_rows,
     encode_conversation,
     lm_logits,
     lm_loss,
@@ -156,6 +157,48 @@ def test_packed_batch_with_padding_matches_padded_batch_loss():
         loss_d, n_d = lm_loss(model, padded)
     assert n_p == n_d == sum(len(s.input_ids) - 1 for s in seqs)
     torch.testing.assert_close(loss_p, loss_d, atol=1e-5, rtol=1e-5)
+
+
+def test_a_batch_of_uneven_packed_rows_is_rebalanced_with_the_same_loss():
+    model = tiny_llama()
+    g = torch.Generator().manual_seed(3)
+    sizes = (15, 14, 13, 12, 10, 9, 8, 6, 5)
+    seqs = [_seq(torch.randint(1, 90, (n,), generator=g).tolist()) for n in sizes]
+    rows = [packed_row(b) for b in pack(seqs, 40)]
+    assert [len(r["input_ids"]) for r in rows] == [39, 40, 13]  # first-fit-decreasing
+    balanced = balance_rows(rows)
+    widths = [len(r["input_ids"]) for r in balanced]
+    assert len(balanced) == 3 and max(widths) < 40 and sum(widths) == sum(sizes)
+    batch = make_lm_collate(0)(rows)
+    assert batch["input_ids"].shape[1] == max(widths)  # the collate balances
+    unbalanced = _collate_unbalanced(rows, 40)
+    with torch.no_grad():
+        loss_b, n_b = lm_loss(model, batch)
+        loss_u, n_u = lm_loss(model, unbalanced)
+    assert n_b == n_u == sum(n - 1 for n in sizes)
+    torch.testing.assert_close(loss_b, loss_u, atol=1e-5, rtol=1e-5)
+    # rows that are already even stay as they are
+    even = [packed_row(seqs[:1]), packed_row(seqs[1:2])]
+    assert balance_rows(even) is even
+
+
+def _collate_unbalanced(rows: list[dict], width: int) -> dict:
+    """The collate's padding without the rebalancing: one row a call, padded to `width`."""
+    parts = [make_lm_collate(0)([r]) for r in rows]
+    out = {}
+    for k in parts[0]:
+        pad = 0 if k != "labels" else IGNORE
+        cols = []
+        for p in parts:
+            t = p[k]
+            extra = width - t.shape[1]
+            if k == "position_ids":
+                tail = torch.arange(extra).unsqueeze(0)
+            else:
+                tail = torch.full((1, extra), pad, dtype=t.dtype)
+            cols.append(torch.cat([t, tail], dim=1))
+        out[k] = torch.cat(cols)
+    return out
 
 
 # ---------------------------------------------------------------- methods
