@@ -6,12 +6,13 @@ import html
 import importlib.util
 import io
 import re
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import ROOT
 
 from verticalize.models.load import load_sequence_classifier
 from verticalize.tasks.classification.adversarial import (
@@ -22,7 +23,9 @@ from verticalize.tasks.classification.adversarial import (
     substitution_attack,
 )
 
-LABELS = ["negative", "positive"]
+sys.path.insert(0, str(ROOT / "bench"))
+from substitution_attack import LABELS, tune  # noqa: E402
+
 MAX_LENGTH = 32
 
 
@@ -54,29 +57,10 @@ def data():
 
 @pytest.fixture(scope="module")
 def tuned(data):
-    """MiniLM fine-tuned for 40 steps (word embeddings frozen, for speed): ~65% accurate."""
+    """MiniLM fine-tuned for 40 steps (word embeddings frozen, for speed): ~65% accurate;
+    the same tuning as bench/substitution_attack.py's."""
     train, _ = data
-    torch.manual_seed(0)
-    model, tok = load_sequence_classifier("all-MiniLM-L6-v2", LABELS)
-    words = model.get_input_embeddings().weight
-    words.requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    model.train()
-    for step in range(40):
-        batch = [train[(step * 16 + k) % len(train)] for k in range(16)]
-        enc = tok(
-            [r["text"] for r in batch],
-            truncation=True,
-            max_length=MAX_LENGTH,
-            padding=True,
-            return_tensors="pt",
-        )
-        gold = torch.tensor([LABELS.index(r["label"]) for r in batch])
-        F.cross_entropy(model(**enc).logits, gold).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    words.requires_grad_(True)
-    return model.eval(), tok
+    return tune(train, steps=40, max_length=MAX_LENGTH)
 
 
 def assert_untouched(model, trainable: bool = True, training: bool = True):
