@@ -12,8 +12,9 @@ from the hidden states at the supervised positions only (no full-vocabulary logi
 learning rate, constant schedule, clipping and fused AdamW, and both normalise a step's loss
 by its supervised tokens, so the held-out losses (the same held-out conversations) compare.
 Peak RSS is the median of 3 fresh subprocesses per method (one does not inherit the other's
-high-water mark, and glibc's heap retention varies from process to process), with gradient checkpointing on for both (so the difference is what LoRA
-saves: gradients and AdamW states of the base weights).
+high-water mark, and glibc's heap retention varies from process to process), with gradient
+checkpointing on for both (so the difference is what LoRA saves: gradients and AdamW states
+of the base weights).
 Last stdout line: one JSON object.
 """
 

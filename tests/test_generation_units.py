@@ -171,34 +171,16 @@ def test_a_batch_of_uneven_packed_rows_is_rebalanced_with_the_same_loss():
     assert len(balanced) == 3 and max(widths) < 40 and sum(widths) == sum(sizes)
     batch = make_lm_collate(0)(rows)
     assert batch["input_ids"].shape[1] == max(widths)  # the collate balances
-    unbalanced = _collate_unbalanced(rows, 40)
     with torch.no_grad():
         loss_b, n_b = lm_loss(model, batch)
-        loss_u, n_u = lm_loss(model, unbalanced)
+        alone = [lm_loss(model, make_lm_collate(0)([r])) for r in rows]  # the rows as packed
+    n_u = sum(n for _, n in alone)
+    loss_u = sum(loss * n for loss, n in alone) / n_u
     assert n_b == n_u == sum(n - 1 for n in sizes)
     torch.testing.assert_close(loss_b, loss_u, atol=1e-5, rtol=1e-5)
     # rows that are already even stay as they are
     even = [packed_row(seqs[:1]), packed_row(seqs[1:2])]
     assert balance_rows(even) is even
-
-
-def _collate_unbalanced(rows: list[dict], width: int) -> dict:
-    """The collate's padding without the rebalancing: one row a call, padded to `width`."""
-    parts = [make_lm_collate(0)([r]) for r in rows]
-    out = {}
-    for k in parts[0]:
-        pad = 0 if k != "labels" else IGNORE
-        cols = []
-        for p in parts:
-            t = p[k]
-            extra = width - t.shape[1]
-            if k == "position_ids":
-                tail = torch.arange(extra).unsqueeze(0)
-            else:
-                tail = torch.full((1, extra), pad, dtype=t.dtype)
-            cols.append(torch.cat([t, tail], dim=1))
-        out[k] = torch.cat(cols)
-    return out
 
 
 # ---------------------------------------------------------------- methods
