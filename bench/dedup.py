@@ -139,14 +139,15 @@ def cluster(docs: list[dict], sigs: list, settings: dict[str, Shingling], num_pe
     return index.duplicates()
 
 
-def grid(docs: list[dict], judge: Judge, num_perm: int) -> list[dict]:
-    """Every (script, ngram, threshold) with its precision / recall for that script."""
+def grid(docs: list[dict], judge: Judge, num_perm: int, vocab: float | None) -> list[dict]:
+    """Every (script, ngram, threshold) with its precision / recall for that script, with
+    the run's vocabulary threshold."""
     rows = []
     for n in (1, 2, 3, 4):
         settings = shingling(ngram=n)
         sigs = [signature(d["text"], settings, num_perm) for d in docs]
         for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6):
-            links = cluster(docs, sigs, shingling(t, n), num_perm)
+            links = cluster(docs, sigs, shingling(t, n, vocab), num_perm)
             result = score(docs, links, judge)
             for lang, script in (("zh", "cjk"), ("en", "latin")):
                 r = result[lang]
@@ -175,13 +176,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, help="default: the config's (per script)")
     parser.add_argument("--ngram", type=int, help="default: the config's (per script)")
+    parser.add_argument(
+        "--vocab-threshold", type=float, help="default: the config's (per script); 0 = off"
+    )
     parser.add_argument("--num-perm", type=int, help="default: the config's")
     parser.add_argument("--min-chars", type=int, default=50)
     parser.add_argument("--grid", action="store_true", help="also sweep ngram x threshold")
     args = parser.parse_args()
     near = NearDedupConfig()  # what `dedup: {near: {enabled: true}}` gets
     threshold = args.threshold if args.threshold is not None else near.threshold
-    settings = shingling(threshold, args.ngram or near.ngram)
+    vocab = args.vocab_threshold if args.vocab_threshold is not None else near.vocab_threshold
+    settings = shingling(threshold, args.ngram or near.ngram, vocab)
     num_perm = args.num_perm or near.num_perm
     rng = random.Random(args.seed)
 
@@ -214,7 +219,7 @@ def main() -> None:
         "pool_by_source": counts,
     }
     if args.grid:
-        out["grid"] = grid(docs, judge, num_perm)
+        out["grid"] = grid(docs, judge, num_perm, vocab)
     print(json.dumps(out, ensure_ascii=False))
 
 

@@ -39,7 +39,7 @@ from verticalize.data.dedup import Deduplicator, text_key  # noqa: E402
 from verticalize.data.near_dedup import (  # noqa: E402
     NearDupIndex,
     band_keys,
-    shingling,
+    configured,
     signature,
 )
 
@@ -117,7 +117,7 @@ def main() -> None:
     base = pool[: args.n]
     rss_pool = current_rss_gb()
     near = NearDedupConfig(enabled=True)
-    settings = shingling(near.threshold, near.ngram)
+    settings = configured(near)
     dedup = Deduplicator(exact=True, near=near)
     dropped: Counter = Counter()
     family_rep: dict[int, str] = {}  # base doc index -> representative of its cluster

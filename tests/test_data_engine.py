@@ -276,7 +276,7 @@ def test_near_duplicates_never_straddle_splits_and_folds_cover_train(tmp_path):
     data = tmp_path / "run" / "data"
     assert m["dropped"]["near_duplicate"] == len(base)  # same-label copies dropped
     by_script = m["dedup"]["near"]["by_script"]  # the settings each script was compared with
-    assert by_script["latin"] == {"ngram": 2, "threshold": 0.5}
+    assert by_script["latin"] == {"ngram": 2, "threshold": 0.5, "vocab_threshold": 0.7}
     assert by_script["cjk"]["threshold"] == 0.5 and by_script["cjk"]["ngram"] == 2
     clusters = [c for c in _rows(data / "dedup_clusters.jsonl") if c["kind"] == "near"]
     assert len(clusters) == len(base)

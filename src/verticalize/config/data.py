@@ -235,6 +235,14 @@ class NearDedupConfig(Section):
         description="n-gram size in the script's units: CJK characters, words elsewhere; "
         "default: each script's own.",
     )
+    vocab_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Jaccard of the records' unit sets (their vocabularies) they must also "
+        "reach; it keeps apart documents of one template with other names and figures. "
+        "0 turns the check off; default: each script's own.",
+    )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     action: Literal["drop", "group"] = Field(
         "drop", description="drop = keep one record per cluster; group = keep all in one split."

@@ -33,9 +33,9 @@ class Deduplicator:
         self.near_clusters: dict[str, dict] = {}
         self.parent: dict[str, str] = {}
         if self.near is not None:
-            from verticalize.data.near_dedup import NearDupIndex, shingling
+            from verticalize.data.near_dedup import NearDupIndex, configured
 
-            self.settings = shingling(self.near.threshold, self.near.ngram)
+            self.settings = configured(self.near)
             self.index = NearDupIndex(self.settings, self.near.num_perm)
 
     def offer(self, rec: dict, sig=None, key: str | None = None) -> tuple[str, str] | None:

@@ -96,11 +96,11 @@ class RecordProcessor:
             return self._drop(rec, "clean", problem, "text", len(rec["text"]), why)
         out = Outcome(rec, text_key=text_key(rec["text"]))
         if self.cfg.dedup.near.enabled:  # before masking: masks must not make texts look alike
-            from verticalize.data.near_dedup import shingling, signature
+            from verticalize.data.near_dedup import configured, signature
 
             near = self.cfg.dedup.near
             if self._near_settings is None:  # once per processor, not per record
-                self._near_settings = shingling(near.threshold, near.ngram)
+                self._near_settings = configured(near)
             out.signature = signature(rec["text"], self._near_settings, near.num_perm)
         if self.masker is not None:
             before = set(self.masker.vault)
